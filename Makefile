@@ -1,0 +1,55 @@
+# Every target sets up its own virtualenv; every pip install goes through constraints.txt (torch==2.13.0).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PIPC := $(PIP) install -q -c constraints.txt
+NATIVE_SRC := $(shell find csrc -name '*.cpp' -o -name '*.h') CMakeLists.txt setup.py
+
+.PHONY: demo test lint format native bench bench-report clean help
+
+help:
+	@echo "make demo    set up, then run the main job (benchmark ratio table for now)"
+	@echo "make test    set up, lint, then run the test suite"
+	@echo "make bench   full pytest-benchmark suite (>= 256 MB operands), JSON in bench-results/"
+
+$(VENV)/.deps: requirements-dev.txt constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIPC) --upgrade pip setuptools wheel
+	$(PIPC) -r requirements-dev.txt
+	$(PIPC) --no-build-isolation --no-deps -e .
+	touch $@
+
+# The native extension, rebuilt (incrementally, by CMake) when a C++ file changes.
+$(VENV)/.native: $(VENV)/.deps $(NATIVE_SRC)
+	$(PY) setup.py -q build_ext --inplace
+	touch $@
+
+native: $(VENV)/.native
+
+lint: $(VENV)/.deps
+	$(VENV)/bin/ruff format --check fpcore tests benchmarks
+	$(VENV)/bin/ruff check fpcore tests benchmarks
+	$(VENV)/bin/clang-format --dry-run --Werror $$(find csrc -name '*.cpp' -o -name '*.h')
+
+format: $(VENV)/.deps
+	$(VENV)/bin/ruff format fpcore tests benchmarks
+	$(VENV)/bin/ruff check --fix fpcore tests benchmarks
+	$(VENV)/bin/clang-format -i $$(find csrc -name '*.cpp' -o -name '*.h')
+
+test: native lint
+	$(PY) -m pytest -q tests
+
+bench: native
+	mkdir -p bench-results
+	$(PY) -m pytest benchmarks -q --benchmark-json=bench-results/bench.json
+	$(PY) -m fpcore.bench_report bench-results/bench.json
+
+# For now the main job is the performance table: the headline benchmarks, then the ratio table.
+demo: native
+	mkdir -p bench-results
+	$(PY) -m pytest benchmarks -q -k "headline" --benchmark-json=bench-results/demo.json
+	$(PY) -m fpcore.bench_report bench-results/demo.json
+
+clean:
+	rm -rf build $(VENV) fpcore/_C*.so *.egg-info

@@ -1,0 +1,427 @@
+// stamp_many: out = base + alpha_0 * v_0 + ... + alpha_{nvec-1} * v_{nvec-1}, elementwise, over many
+// contiguous tensors at once (the elementwise family: stamp, stamp_, extract and their multi-tensor forms).
+//
+// Numerics (bit-exact with the torch twin, see kernels.h):
+//   acc = f32(base)
+//   for k: m = alpha_k * f32(v_k)   (rounded to fp32)
+//          acc = acc + m            (rounded to fp32; never an FMA: the build uses -ffp-contract=off and
+//                                    the code below only issues separate mul and add instructions)
+//   out = round_to_out_dtype(acc)    (nearest even, subnormals kept)
+// Widening bf16/f16 -> fp32 is exact. fp32 -> bf16 is done with integer ops (bits + 0x7FFF + lsb, keep the
+// high half; NaN lanes forced to 0x7FC0) because the AVX512-BF16 instruction vcvtneps2bf16 flushes
+// subnormals to zero. fp32 -> f16 uses vcvtps2ph with round-to-nearest-even, which is IEEE (subnormals kept,
+// overflow to inf, NaN stays NaN). The scalar path (dtype.h) gives the same bits and handles the tails of
+// the AVX2 path, so every SIMD level and every thread count produces identical output.
+//
+// Performance: the kernel is memory bound. The work is
+//   * split among OpenMP threads as one flat range over all tasks (each thread a contiguous slice, balanced
+//     by bytes moved, so 1,000 small tensors run like one big one, in one parallel region);
+//   * specialised by template on the hot dtype combinations (no per-element switch), with an nvec == 1
+//     form; every other combination takes a generic path with a run-time dtype switch per vector load;
+//   * stored with non-temporal (streaming) stores when the output is large and distinct from the base: a
+//     streaming store writes whole cache lines to memory without first reading them (no read-for-ownership),
+//     which removes a third of the memory traffic of an ordinary store and keeps the inputs in cache.
+//     In place (out == base) the line was just read, so ordinary stores are used.
+
+// GCC 12.2 reports -Wmaybe-uninitialized inside the AVX-512 intrinsic headers (the `__Y = __Y` idiom of
+// _mm512_undefined_*, GCC bug 105593, fixed in 12.3). Silenced for the header lines only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "fpcore/cpu.h"
+#include "fpcore/dtype.h"
+#include "fpcore/kernels.h"
+#include "fpcore/simd_load.h"
+
+namespace fpcore {
+namespace kernels {
+
+namespace {
+
+// Template dtype parameter meaning "decided at run time" (generic path); as NV: nvec decided at run time.
+constexpr int kAny = -1;
+constexpr int kF32 = static_cast<int>(DType::F32);
+constexpr int kBF16 = static_cast<int>(DType::BF16);
+constexpr int kF16 = static_cast<int>(DType::F16);
+
+// Streaming stores pay off only when the output would not stay in cache anyway: all tasks' output
+// together above this many bytes.
+constexpr int64_t kStreamMinBytes = int64_t{4} << 20;
+// Fewer elements than this per thread are not worth waking another thread for.
+constexpr int64_t kMinElemsPerThread = int64_t{1} << 15;
+// Thread slices start at multiples of this many elements of a task (whole cache lines for every dtype).
+constexpr int64_t kSliceAlign = 64;
+
+inline DType pick_t(int T, DType runtime) { return T == kAny ? runtime : static_cast<DType>(T); }
+
+// One run of a task: elements [b, e). nvec and alphas are shared by all tasks.
+using RangeFn = void (*)(const StampTask& s, const float* alphas, int nvec, int64_t b, int64_t e);
+
+// ---------------------------------------------------------------------------------------------------------
+// Scalar: the reference loop with dtype.h's exact conversions. Also the head/tail handler of the AVX2 path.
+
+void range_scalar(const StampTask& s, const float* alphas, int nvec, int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+        float acc = load_f32(s.base, s.base_t, i);
+        for (int k = 0; k < nvec; ++k) {
+            const float m = alphas[k] * load_f32(s.vec[k], s.vec_t[k], i);
+            acc = acc + m;
+        }
+        store_f32(s.out, s.out_t, i, acc);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// AVX-512: 16 fp32 lanes; one step is 32 elements, i.e. one 64-byte store for a bf16/f16 output.
+
+// fp32 -> bf16, nearest even, in the high 16 bits of each 32-bit lane; NaN lanes -> 0x7FC0.
+FPCORE_TARGET_AVX512 inline __m512i bf16_hi16(__m512 x) {
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+    const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    return _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7FC00000));
+}
+
+FPCORE_TARGET_AVX512 inline __m256i to_bf16_16(__m512 x) {
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(bf16_hi16(x), 16));
+}
+
+FPCORE_TARGET_AVX512 inline __m256i to_f16_16(__m512 x) {
+    return _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+// acc over 16 lanes starting at element i (full, or the first `count` lanes when Tail).
+template <int BT, int VT, int NV, bool Tail>
+FPCORE_TARGET_AVX512 inline __m512 combine16(const StampTask& s, const __m512* a, int nvec, int64_t i, int count) {
+    const int nv = NV == kAny ? nvec : NV;
+    __m512 acc = Tail ? simd::load16_tail(s.base, pick_t(BT, s.base_t), i, count)
+                      : simd::load16(s.base, pick_t(BT, s.base_t), i);
+    for (int k = 0; k < nv; ++k) {
+        const __m512 v = Tail ? simd::load16_tail(s.vec[k], pick_t(VT, s.vec_t[k]), i, count)
+                              : simd::load16(s.vec[k], pick_t(VT, s.vec_t[k]), i);
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(a[k], v));  // two roundings, as the spec says
+    }
+    return acc;
+}
+
+// Stores 32 results (lo = elements i..i+15, hi = i+16..i+31). Stream: out + i is 64-byte aligned.
+template <int OT, bool Stream>
+FPCORE_TARGET_AVX512 inline void store32(void* out, DType out_t, int64_t i, __m512 lo, __m512 hi) {
+    switch (pick_t(OT, out_t)) {
+        case DType::F32: {
+            float* p = static_cast<float*>(out) + i;
+            if (Stream) {
+                _mm512_stream_ps(p, lo);
+                _mm512_stream_ps(p + 16, hi);
+            } else {
+                _mm512_storeu_ps(p, lo);
+                _mm512_storeu_ps(p + 16, hi);
+            }
+            return;
+        }
+        case DType::BF16: {
+            // Gather the high halves (the bf16 bits) of both vectors, in order, into one register.
+            const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31,
+                                                 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+            const __m512i r = _mm512_permutex2var_epi16(bf16_hi16(lo), odd, bf16_hi16(hi));
+            void* p = static_cast<uint16_t*>(out) + i;
+            if (Stream) {
+                _mm512_stream_si512(static_cast<__m512i*>(p), r);
+            } else {
+                _mm512_storeu_si512(p, r);
+            }
+            return;
+        }
+        case DType::F16: {
+            const __m512i r = _mm512_inserti64x4(_mm512_castsi256_si512(to_f16_16(lo)), to_f16_16(hi), 1);
+            void* p = static_cast<uint16_t*>(out) + i;
+            if (Stream) {
+                _mm512_stream_si512(static_cast<__m512i*>(p), r);
+            } else {
+                _mm512_storeu_si512(p, r);
+            }
+            return;
+        }
+    }
+}
+
+// Stores the first `count` (1..16) lanes of x at element i.
+template <int OT>
+FPCORE_TARGET_AVX512 inline void store16_tail(void* out, DType out_t, int64_t i, __m512 x, int count) {
+    const __mmask16 m = static_cast<__mmask16>((1u << count) - 1u);
+    switch (pick_t(OT, out_t)) {
+        case DType::F32: _mm512_mask_storeu_ps(static_cast<float*>(out) + i, m, x); return;
+        case DType::BF16: _mm256_mask_storeu_epi16(static_cast<uint16_t*>(out) + i, m, to_bf16_16(x)); return;
+        case DType::F16: _mm256_mask_storeu_epi16(static_cast<uint16_t*>(out) + i, m, to_f16_16(x)); return;
+    }
+}
+
+// Fewer than 32 elements from i, with masked loads and stores.
+template <int OT, int BT, int VT, int NV>
+FPCORE_TARGET_AVX512 inline void part512(const StampTask& s, const __m512* a, int nvec, int64_t i, int64_t count) {
+    while (count > 0) {
+        const int c = static_cast<int>(std::min<int64_t>(count, 16));
+        store16_tail<OT>(s.out, s.out_t, i, combine16<BT, VT, NV, true>(s, a, nvec, i, c), c);
+        i += c;
+        count -= c;
+    }
+}
+
+template <int OT, int BT, int VT, int NV, bool Stream>
+FPCORE_TARGET_AVX512 void range512(const StampTask& s, const float* alphas, int nvec, int64_t b, int64_t e) {
+    const int nv = NV == kAny ? nvec : NV;
+    __m512 a[kMaxVectors];
+    for (int k = 0; k < nv; ++k) a[k] = _mm512_set1_ps(alphas[k]);
+    int64_t i = b;
+    if (Stream) {
+        // Peel a masked head so that every streaming store below is to a 64-byte aligned address.
+        const int64_t osize = dtype_size(pick_t(OT, s.out_t));
+        const uintptr_t addr = reinterpret_cast<uintptr_t>(s.out) + static_cast<uintptr_t>(i * osize);
+        const int64_t head = std::min<int64_t>(static_cast<int64_t>((64 - addr % 64) % 64) / osize, e - i);
+        part512<OT, BT, VT, NV>(s, a, nvec, i, head);
+        i += head;
+    }
+    for (; i + 64 <= e; i += 64) {
+        store32<OT, Stream>(s.out, s.out_t, i, combine16<BT, VT, NV, false>(s, a, nvec, i, 16),
+                            combine16<BT, VT, NV, false>(s, a, nvec, i + 16, 16));
+        store32<OT, Stream>(s.out, s.out_t, i + 32, combine16<BT, VT, NV, false>(s, a, nvec, i + 32, 16),
+                            combine16<BT, VT, NV, false>(s, a, nvec, i + 48, 16));
+    }
+    if (i + 32 <= e) {
+        store32<OT, Stream>(s.out, s.out_t, i, combine16<BT, VT, NV, false>(s, a, nvec, i, 16),
+                            combine16<BT, VT, NV, false>(s, a, nvec, i + 16, 16));
+        i += 32;
+    }
+    part512<OT, BT, VT, NV>(s, a, nvec, i, e - i);
+    if (Stream) _mm_sfence();  // order the streaming stores before anything this thread does next
+}
+
+struct Avx512 {
+    template <int OT, int BT, int VT, int NV, bool Stream>
+    static RangeFn get() {
+        return &range512<OT, BT, VT, NV, Stream>;
+    }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// AVX2: 8 fp32 lanes; one step is 16 elements (one 32-byte store for a bf16/f16 output). Head and tail scalar.
+
+FPCORE_TARGET_AVX2 inline __m256i bf16_hi16_8(__m256 x) {
+    const __m256i u = _mm256_castps_si256(x);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF)));
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    return _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC00000), nan);
+}
+
+template <int BT, int VT, int NV>
+FPCORE_TARGET_AVX2 inline __m256 combine8(const StampTask& s, const __m256* a, int nvec, int64_t i) {
+    const int nv = NV == kAny ? nvec : NV;
+    __m256 acc = simd::load8(s.base, pick_t(BT, s.base_t), i);
+    for (int k = 0; k < nv; ++k) {
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(a[k], simd::load8(s.vec[k], pick_t(VT, s.vec_t[k]), i)));
+    }
+    return acc;
+}
+
+// Stores 16 results (lo = elements i..i+7, hi = i+8..i+15). Stream: out + i is 32-byte aligned.
+template <int OT, bool Stream>
+FPCORE_TARGET_AVX2 inline void store16_256(void* out, DType out_t, int64_t i, __m256 lo, __m256 hi) {
+    __m256i r;
+    switch (pick_t(OT, out_t)) {
+        case DType::F32: {
+            float* p = static_cast<float*>(out) + i;
+            if (Stream) {
+                _mm256_stream_ps(p, lo);
+                _mm256_stream_ps(p + 8, hi);
+            } else {
+                _mm256_storeu_ps(p, lo);
+                _mm256_storeu_ps(p + 8, hi);
+            }
+            return;
+        }
+        case DType::BF16: {
+            // packus interleaves the 128-bit halves: [lo0-3 hi0-3 | lo4-7 hi4-7]; the qword permute restores order.
+            const __m256i w = _mm256_packus_epi32(_mm256_srli_epi32(bf16_hi16_8(lo), 16),
+                                                  _mm256_srli_epi32(bf16_hi16_8(hi), 16));
+            r = _mm256_permute4x64_epi64(w, 0xD8);
+            break;
+        }
+        case DType::F16:
+            r = _mm256_set_m128i(_mm256_cvtps_ph(hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                 _mm256_cvtps_ph(lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            break;
+        default: return;
+    }
+    __m256i* p = reinterpret_cast<__m256i*>(static_cast<uint16_t*>(out) + i);
+    if (Stream) {
+        _mm256_stream_si256(p, r);
+    } else {
+        _mm256_storeu_si256(p, r);
+    }
+}
+
+template <int OT, int BT, int VT, int NV, bool Stream>
+FPCORE_TARGET_AVX2 void range256(const StampTask& s, const float* alphas, int nvec, int64_t b, int64_t e) {
+    const int nv = NV == kAny ? nvec : NV;
+    __m256 a[kMaxVectors];
+    for (int k = 0; k < nv; ++k) a[k] = _mm256_set1_ps(alphas[k]);
+    int64_t i = b;
+    if (Stream) {
+        // Scalar head up to a 64-byte aligned output address.
+        const int64_t osize = dtype_size(pick_t(OT, s.out_t));
+        const uintptr_t addr = reinterpret_cast<uintptr_t>(s.out) + static_cast<uintptr_t>(i * osize);
+        const int64_t head = std::min<int64_t>(static_cast<int64_t>((64 - addr % 64) % 64) / osize, e - i);
+        range_scalar(s, alphas, nvec, i, i + head);
+        i += head;
+    }
+    for (; i + 32 <= e; i += 32) {
+        store16_256<OT, Stream>(s.out, s.out_t, i, combine8<BT, VT, NV>(s, a, nvec, i),
+                                combine8<BT, VT, NV>(s, a, nvec, i + 8));
+        store16_256<OT, Stream>(s.out, s.out_t, i + 16, combine8<BT, VT, NV>(s, a, nvec, i + 16),
+                                combine8<BT, VT, NV>(s, a, nvec, i + 24));
+    }
+    if (i + 16 <= e) {
+        store16_256<OT, Stream>(s.out, s.out_t, i, combine8<BT, VT, NV>(s, a, nvec, i),
+                                combine8<BT, VT, NV>(s, a, nvec, i + 8));
+        i += 16;
+    }
+    range_scalar(s, alphas, nvec, i, e);
+    if (Stream) _mm_sfence();
+}
+
+struct Avx2 {
+    template <int OT, int BT, int VT, int NV, bool Stream>
+    static RangeFn get() {
+        return &range256<OT, BT, VT, NV, Stream>;
+    }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Dispatch: one function per task, chosen once per call.
+
+template <class Isa, int OT, int BT, int VT, bool Stream>
+RangeFn pick_nv(int nvec) {
+    return nvec == 1 ? Isa::template get<OT, BT, VT, 1, Stream>() : Isa::template get<OT, BT, VT, kAny, Stream>();
+}
+
+template <class Isa, bool Stream>
+RangeFn pick_isa(const StampTask& s, int nvec) {
+    int vt = static_cast<int>(s.vec_t[0]);
+    for (int k = 1; k < nvec; ++k) {
+        if (static_cast<int>(s.vec_t[k]) != vt) vt = kAny;
+    }
+    const int ot = static_cast<int>(s.out_t);
+    const int bt = static_cast<int>(s.base_t);
+    // Hot combinations (bf16 / fp32 / f16 models and fp32 or bf16 fingerprint vectors).
+    if (ot == kBF16 && bt == kBF16 && vt == kBF16) return pick_nv<Isa, kBF16, kBF16, kBF16, Stream>(nvec);
+    if (ot == kBF16 && bt == kBF16 && vt == kF32) return pick_nv<Isa, kBF16, kBF16, kF32, Stream>(nvec);
+    if (ot == kF32 && bt == kF32 && vt == kF32) return pick_nv<Isa, kF32, kF32, kF32, Stream>(nvec);
+    if (ot == kF32 && bt == kF32 && vt == kBF16) return pick_nv<Isa, kF32, kF32, kBF16, Stream>(nvec);
+    if (ot == kF16 && bt == kF16 && vt == kF16) return pick_nv<Isa, kF16, kF16, kF16, Stream>(nvec);
+    if (ot == kF16 && bt == kF16 && vt == kF32) return pick_nv<Isa, kF16, kF16, kF32, Stream>(nvec);
+    // Everything else: run-time dtype switch per vector load.
+    return Isa::template get<kAny, kAny, kAny, kAny, Stream>();
+}
+
+RangeFn pick(Simd level, const StampTask& s, int nvec, bool stream) {
+    switch (level) {
+        case Simd::Avx512: return stream ? pick_isa<Avx512, true>(s, nvec) : pick_isa<Avx512, false>(s, nvec);
+        case Simd::Avx2: return stream ? pick_isa<Avx2, true>(s, nvec) : pick_isa<Avx2, false>(s, nvec);
+        case Simd::Scalar: break;
+    }
+    return &range_scalar;
+}
+
+// Bytes one element of a task moves (each input read once, the output written once).
+int64_t bytes_per_elem(const StampTask& s, int nvec) {
+    int64_t w = dtype_size(s.out_t) + dtype_size(s.base_t);
+    for (int k = 0; k < nvec; ++k) w += dtype_size(s.vec_t[k]);
+    return w;
+}
+
+}  // namespace
+
+void stamp_many(const StampTask* tasks, int64_t ntasks, const float* alphas, int nvec) {
+    if (ntasks <= 0 || nvec < 1) return;
+    const Simd level = simd_active();
+
+    // Flat range: task t covers bytes [cum[t], cum[t+1]) of all the traffic.
+    std::vector<int64_t> cum(static_cast<size_t>(ntasks) + 1, 0);
+    int64_t total_elems = 0, out_bytes = 0;
+    for (int64_t t = 0; t < ntasks; ++t) {
+        cum[t + 1] = cum[t] + tasks[t].n * bytes_per_elem(tasks[t], nvec);
+        total_elems += tasks[t].n;
+        out_bytes += tasks[t].n * dtype_size(tasks[t].out_t);
+    }
+    if (total_elems == 0) return;
+
+    // Streaming stores when the whole output is large and the task is out of place (in place, the line
+    // being overwritten was just read, so an ordinary store costs no extra read).
+    const bool big = out_bytes >= kStreamMinBytes;
+    std::vector<RangeFn> fn(static_cast<size_t>(ntasks));
+    for (int64_t t = 0; t < ntasks; ++t) {
+        const StampTask& s = tasks[t];
+        const bool aligned = reinterpret_cast<uintptr_t>(s.out) % static_cast<uintptr_t>(dtype_size(s.out_t)) == 0;
+        fn[t] = pick(level, s, nvec, big && s.out != s.base && aligned);
+    }
+
+    // Runs the tasks between flat byte positions lo and hi. A position maps to (task, element) with the
+    // element rounded down to kSliceAlign, so neighbouring slices meet exactly and start on cache lines.
+    const int64_t total = cum[ntasks];
+    auto run_slice = [&](int64_t lo, int64_t hi) {
+        auto locate = [&](int64_t pos, int64_t& t, int64_t& i) {
+            t = std::upper_bound(cum.begin(), cum.end(), pos) - cum.begin() - 1;  // cum[t] <= pos < cum[t+1]
+            if (t >= ntasks) {
+                t = ntasks;
+                i = 0;
+                return;
+            }
+            const int64_t w = (cum[t + 1] - cum[t]) / tasks[t].n;
+            i = (pos - cum[t]) / w / kSliceAlign * kSliceAlign;
+        };
+        int64_t t0, i0, t1, i1;
+        locate(lo, t0, i0);
+        locate(hi, t1, i1);
+        for (int64_t t = t0; t <= t1 && t < ntasks; ++t) {
+            const int64_t b = t == t0 ? i0 : 0;
+            const int64_t e = t == t1 ? i1 : tasks[t].n;
+            if (b < e) fn[t](tasks[t], alphas, nvec, b, e);
+        }
+    };
+
+    int nth = 1;
+#ifdef _OPENMP
+    nth = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, total_elems / kMinElemsPerThread)));
+#endif
+    if (nth <= 1) {
+        run_slice(0, total);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nth)
+    {
+        const int64_t T = omp_get_num_threads();
+        const int64_t me = omp_get_thread_num();
+        run_slice(total / T * me + total % T * me / T, total / T * (me + 1) + total % T * (me + 1) / T);
+    }
+#endif
+}
+
+}  // namespace kernels
+}  // namespace fpcore

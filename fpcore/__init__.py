@@ -1,0 +1,57 @@
+"""fpcore: a native-accelerated engine for model fingerprint vectors (FP-VEC) and proof of training.
+
+The engine's ops (stamp, extract, pair_stats, trajectory_stats, matching_loss, projection) run on
+the best backend for their tensors: triton (CUDA), cpu (the native fpcore._C) or reference (plain
+torch). ``python -m fpcore.info`` says what is available and why not.
+"""
+
+from ._dispatch import use_backend
+from ._native import HAS_NATIVE, NATIVE_LOAD_ERROR
+from .ops import (
+    PairStats,
+    Projection,
+    TrajectoryStats,
+    extract,
+    extract_tensors,
+    matching_loss,
+    matching_loss_batch,
+    pair_stats,
+    projection,
+    stamp,
+    stamp_,
+    stamp_tensors_,
+    trajectory_stats,
+)
+
+__version__ = "0.1.0"
+
+
+def set_num_threads(n: int) -> None:
+    """Threads the native CPU kernels use (OpenMP); default: all cores."""
+    from ._native import require_native
+
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: expected an int >= 1, got {n!r}")
+    require_native("set_num_threads").set_num_threads(n)
+
+
+__all__ = [
+    "HAS_NATIVE",
+    "NATIVE_LOAD_ERROR",
+    "PairStats",
+    "Projection",
+    "TrajectoryStats",
+    "__version__",
+    "extract",
+    "extract_tensors",
+    "matching_loss",
+    "matching_loss_batch",
+    "pair_stats",
+    "projection",
+    "set_num_threads",
+    "stamp",
+    "stamp_",
+    "stamp_tensors_",
+    "trajectory_stats",
+    "use_backend",
+]

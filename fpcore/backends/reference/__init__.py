@@ -1,0 +1,18 @@
+"""Plain-torch twins: the spec, the test oracle, the fallback. Any device, readable over fast."""
+
+from .pair_stats import (
+    pair_stats_reference,
+    trajectory_all_reference,
+    trajectory_consecutive_reference,
+    triple_stats_reference,
+)
+from .stamp import stamp_multi_reference, stamp_reference
+
+OPS = {
+    "stamp": stamp_reference,
+    "stamp_multi": stamp_multi_reference,
+    "pair_stats": pair_stats_reference,
+    "trajectory_consecutive": trajectory_consecutive_reference,
+    "trajectory_all": trajectory_all_reference,
+    "triple_stats": triple_stats_reference,
+}

@@ -1,0 +1,194 @@
+"""Triton kernels of the elementwise family: out = base + sum_k alpha_k * v_k.
+
+Numerics (the spec is fpcore/backends/reference/stamp.py): acc = f32(base); for each k,
+acc = acc + f32(alpha_k) * f32(v_k), multiply and add each rounded to fp32 (launched with
+``enable_fp_fusion=False``, so no FMA), then one rounding of acc to out's dtype, nearest even.
+Bit-exact with the reference for every non-NaN output.
+
+Two launch shapes:
+
+- ``stamp_triton``: one tensor, pointers as kernel arguments (up to 8 vectors; the unused pointer
+  slots get the base tensor and are never read: the kernel is specialised on ``NVEC``).
+- ``stamp_multi_triton``: many tensors, one launch per dtype signature through a chunk table
+  (see ``_common.plan``), each program casting the table's int64 addresses to typed pointers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import as_ptr, kernel_view, load_addr, load_f32, pack_codes, plan, store_f32
+
+MAX_VECTORS = 8
+BLOCK = 4096  # elements per program
+NUM_WARPS = 8
+
+
+@triton.jit
+def _axpy(acc, ptrs, alpha, mask, MASKED: tl.constexpr):
+    """acc + alpha * f32(*ptrs), the multiply and the add rounded separately (no fusion at launch)."""
+    return acc + alpha * load_f32(ptrs, mask, MASKED)
+
+
+# fmt: off
+@triton.jit
+def _stamp_tile(out, base, v0, v1, v2, v3, v4, v5, v6, v7, a0, a1, a2, a3, a4, a5, a6, a7, lane, mask,
+                NVEC: tl.constexpr, MASKED: tl.constexpr):
+    """out[lane] = round(f32(base[lane]) + a0 * f32(v0[lane]) + ...), pointers already at the tile."""
+    acc = load_f32(base + lane, mask, MASKED)
+    if NVEC > 0:
+        acc = _axpy(acc, v0 + lane, a0, mask, MASKED)
+    if NVEC > 1:
+        acc = _axpy(acc, v1 + lane, a1, mask, MASKED)
+    if NVEC > 2:
+        acc = _axpy(acc, v2 + lane, a2, mask, MASKED)
+    if NVEC > 3:
+        acc = _axpy(acc, v3 + lane, a3, mask, MASKED)
+    if NVEC > 4:
+        acc = _axpy(acc, v4 + lane, a4, mask, MASKED)
+    if NVEC > 5:
+        acc = _axpy(acc, v5 + lane, a5, mask, MASKED)
+    if NVEC > 6:
+        acc = _axpy(acc, v6 + lane, a6, mask, MASKED)
+    if NVEC > 7:
+        acc = _axpy(acc, v7 + lane, a7, mask, MASKED)
+    store_f32(out + lane, acc, mask, MASKED)
+# fmt: on
+
+
+# fmt: off
+@triton.jit
+def _stamp_kernel(out, base, v0, v1, v2, v3, v4, v5, v6, v7, a0, a1, a2, a3, a4, a5, a6, a7, n,
+                  NVEC: tl.constexpr, BLOCK: tl.constexpr):
+    """out = round(f32(base) + a0 * f32(v0) + ... + a{NVEC-1} * f32(v{NVEC-1})) over n elements.
+
+    Program p owns elements [p * BLOCK, (p + 1) * BLOCK); only the last one is masked.
+    """
+    start = tl.program_id(0).to(tl.int64) * BLOCK
+    lane = tl.arange(0, BLOCK)
+    out = out + start
+    base = base + start
+    v0, v1, v2, v3 = v0 + start, v1 + start, v2 + start, v3 + start
+    v4, v5, v6, v7 = v4 + start, v5 + start, v6 + start, v7 + start
+    if start + BLOCK <= n:
+        _stamp_tile(out, base, v0, v1, v2, v3, v4, v5, v6, v7, a0, a1, a2, a3, a4, a5, a6, a7, lane, lane, NVEC, False)
+    else:
+        mask = lane < n - start
+        _stamp_tile(out, base, v0, v1, v2, v3, v4, v5, v6, v7, a0, a1, a2, a3, a4, a5, a6, a7, lane, mask, NVEC, True)
+# fmt: on
+
+
+@triton.jit
+def _stamp_multi_tile(
+    rec,
+    alphas,
+    start,
+    lane,
+    mask,
+    OUT_T: tl.constexpr,
+    BASE_T: tl.constexpr,
+    VEC_T: tl.constexpr,
+    NVEC: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    MASKED: tl.constexpr,
+):
+    """One tile of _stamp_multi_kernel: elements start + lane of the tensor whose addrs row is ``rec``."""
+    base = as_ptr(load_addr(rec + 1, ALIGNED), BASE_T) + start
+    acc = load_f32(base + lane, mask, MASKED)
+    for k in tl.static_range(NVEC):
+        vec = as_ptr(load_addr(rec + 2 + k, ALIGNED), (VEC_T >> (2 * k)) & 3) + start
+        acc = _axpy(acc, vec + lane, tl.load(alphas + k), mask, MASKED)
+    out = as_ptr(load_addr(rec, ALIGNED), OUT_T) + start
+    store_f32(out + lane, acc, mask, MASKED)
+
+
+@triton.jit
+def _stamp_multi_kernel(
+    chunks,
+    addrs,
+    alphas,
+    OUT_T: tl.constexpr,
+    BASE_T: tl.constexpr,
+    VEC_T: tl.constexpr,
+    NVEC: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """out_i = round(f32(base_i) + sum_k alphas[k] * f32(v_k,i)) for the tensors i of a chunk table.
+
+    chunks[p] = (row, start): program p covers elements [start, start + BLOCK) of tensor ``row``,
+    whose addrs row holds the addresses (out, base, v0, ..., v{NVEC-1}) and the element count.
+    OUT_T, BASE_T: dtype codes; VEC_T: vector k's code in bits 2k..2k+1 (see _common.pack_codes).
+    """
+    pid = tl.program_id(0)
+    row = tl.load(chunks + 2 * pid)
+    start = tl.multiple_of(tl.load(chunks + 2 * pid + 1), BLOCK)
+    rec = addrs + row * (NVEC + 3)
+    n = tl.load(rec + NVEC + 2)
+    lane = tl.arange(0, BLOCK)
+    if start + BLOCK <= n:
+        _stamp_multi_tile(rec, alphas, start, lane, lane, OUT_T, BASE_T, VEC_T, NVEC, ALIGNED, False)
+    else:
+        mask = lane < n - start
+        _stamp_multi_tile(rec, alphas, start, lane, mask, OUT_T, BASE_T, VEC_T, NVEC, ALIGNED, True)
+
+
+def stamp_triton(
+    out: torch.Tensor, base: torch.Tensor, vectors: Sequence[torch.Tensor], alphas: Sequence[float]
+) -> None:
+    """out = base + sum_k alphas[k] * vectors[k] (fp32 math, one rounding to out.dtype); writes out."""
+    nvec = len(vectors)
+    if nvec > MAX_VECTORS:
+        raise RuntimeError(f"stamp_triton: at most {MAX_VECTORS} vectors, got {nvec}")
+    n = out.numel()
+    if n == 0:
+        return
+    base_k = kernel_view(base)
+    vecs = [kernel_view(v) for v in vectors] + [base_k] * (MAX_VECTORS - nvec)
+    alpha_args = [float(a) for a in alphas] + [0.0] * (MAX_VECTORS - nvec)
+    grid = (triton.cdiv(n, BLOCK),)
+    _stamp_kernel[grid](
+        kernel_view(out),
+        base_k,
+        *vecs,
+        *alpha_args,
+        n,
+        NVEC=nvec,
+        BLOCK=BLOCK,
+        num_warps=NUM_WARPS,
+        enable_fp_fusion=False,
+    )
+
+
+def stamp_multi_triton(
+    outs: Sequence[torch.Tensor],
+    bases: Sequence[torch.Tensor],
+    vectors: Sequence[Sequence[torch.Tensor]],
+    alphas: Sequence[float],
+) -> None:
+    """stamp_triton over many tensors (vectors[k][i] is vector k's tensor i): one launch per dtype signature."""
+    nvec = len(vectors)
+    if nvec > MAX_VECTORS:
+        raise RuntimeError(f"stamp_multi_triton: at most {MAX_VECTORS} vectors, got {nvec}")
+    if not outs:
+        return
+    device = outs[0].device
+    alpha_t = torch.tensor([float(a) for a in alphas] or [0.0], dtype=torch.float32).to(device)
+    for group in plan([outs, bases, *vectors], BLOCK, device):
+        _stamp_multi_kernel[(group.nchunks,)](
+            group.chunks,
+            group.addrs,
+            alpha_t,
+            OUT_T=group.codes[0],
+            BASE_T=group.codes[1],
+            VEC_T=pack_codes(group.codes[2:]),
+            NVEC=nvec,
+            ALIGNED=group.aligned,
+            BLOCK=BLOCK,
+            num_warps=NUM_WARPS,
+            enable_fp_fusion=False,
+        )

@@ -1,0 +1,200 @@
+"""`python -m fpcore.bench_report RESULTS.json [--png FILE] [--update-readme README.md]`
+
+Turns a pytest-benchmark JSON file into the performance tables (every benchmark with its GB/s and
+same-run roofline ratio, then each floor of the engine with the measured ratio and a verdict), a PNG
+plot, and optionally rewrites the README's performance section between its markers. Figures come
+only from the JSON: nothing is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+START = "<!-- perf-table:start -->"
+END = "<!-- perf-table:end -->"
+
+
+@dataclass
+class Floor:
+    label: str
+    num: str  # benchmark name (function name without params)
+    den: str | None  # None: ratio_to_roofline of num; else the peer whose median time is divided by num's
+    target: float
+
+
+FLOORS = [
+    Floor("stamp bf16+bf16->bf16 vs fp32 add roofline", "test_headline_stamp_bf16_bf16", None, 1.0),
+    Floor("stamp bf16+fp32->bf16 vs fp32 add roofline", "test_headline_stamp_bf16_fp32", None, 1.0),
+    Floor(
+        "stamp bf16 vs torch bf16 add_ (speed-up)",
+        "test_headline_stamp_bf16_bf16",
+        "test_headline_peer_torch_bf16_add_inplace",
+        2.0,
+    ),
+    Floor(
+        "stamp bf16 vs eager upcast (speed-up)",
+        "test_headline_stamp_bf16_bf16",
+        "test_headline_peer_eager_upcast",
+        20.0,
+    ),
+    Floor(
+        "stamp_tensors_ (2 Llama-7B layers + embed) vs one big tensor",
+        "test_headline_stamp_tensors_llama_layers",
+        "test_headline_stamp_single_tensor_same_bytes",
+        0.9,
+    ),
+    Floor(
+        "trajectory_stats T=16 consecutive vs fp32 sum read roofline", "test_headline_trajectory_consecutive", None, 0.8
+    ),
+    Floor(
+        "trajectory_stats vs Proof-of-Learning loop (speed-up)",
+        "test_headline_trajectory_consecutive",
+        "test_headline_peer_pol_loop",
+        10.0,
+    ),
+]
+
+
+def load(path: str | Path) -> dict:
+    data = json.loads(Path(path).read_text())
+    if "benchmarks" not in data:
+        raise ValueError(f"bench_report: {path} is not a pytest-benchmark JSON file (no 'benchmarks' key)")
+    return data
+
+
+def rows(data: dict) -> list[dict]:
+    out = []
+    for b in data["benchmarks"]:
+        ex = b.get("extra_info", {})
+        out.append(
+            {
+                "group": b.get("group") or "",
+                "name": b["name"],
+                "impl": ex.get("impl", ""),
+                "what": ex.get("dtypes") or (f"T={ex['T']} x {ex['ckpt_mb']} MB" if "T" in ex else ex.get("op", "")),
+                "median_ms": b["stats"]["median"] * 1e3,
+                "gbps": ex.get("gbps"),
+                "ratio": ex.get("ratio_to_roofline"),
+                "roofline_gbps": ex.get("roofline_gbps"),
+            }
+        )
+    return out
+
+
+def floors(data: dict) -> list[dict]:
+    by_name = {b["name"]: b for b in data["benchmarks"]}
+    out = []
+    for f in FLOORS:
+        num = by_name.get(f.num)
+        den = by_name.get(f.den) if f.den else None
+        if num is None or (f.den and den is None):
+            out.append({"label": f.label, "measured": None, "target": f.target, "ok": None})
+            continue
+        if f.den is None:
+            measured = num["extra_info"].get("ratio_to_roofline")
+        else:
+            measured = den["stats"]["median"] / num["stats"]["median"]
+        out.append(
+            {
+                "label": f.label,
+                "measured": measured,
+                "target": f.target,
+                "ok": measured is not None and measured >= f.target,
+            }
+        )
+    return out
+
+
+def _fmt(x: float | None, nd: int = 2) -> str:
+    return "—" if x is None else f"{x:.{nd}f}"
+
+
+def markdown(data: dict) -> str:
+    mi = data.get("machine_info", {})
+    cpu = mi.get("cpu", {}).get("brand_raw") or mi.get("processor") or platform.processor()
+    lines = [
+        f"Measured by `make bench` on {cpu} ({mi.get('cpu', {}).get('count', '?')} cores), "
+        f"{data.get('datetime', '')[:19]}; medians; ratios use the roofline measured in the same run.",
+        "",
+        "| floor | measured | target | |",
+        "|---|---:|---:|---|",
+    ]
+    for f in floors(data):
+        verdict = "n/a" if f["ok"] is None else ("pass" if f["ok"] else "**miss**")
+        lines.append(f"| {f['label']} | {_fmt(f['measured'])}× | ≥ {f['target']:.2f}× | {verdict} |")
+    lines += [
+        "",
+        "| group | benchmark | impl | operands | median ms | GB/s | × roofline |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for r in sorted(rows(data), key=lambda r: (r["group"], r["median_ms"])):
+        name = r["name"].removeprefix("test_").removeprefix("headline_")
+        cells = [r["group"], name, r["impl"], r["what"], f"{r['median_ms']:.1f}", _fmt(r["gbps"], 1), _fmt(r["ratio"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(data: dict, path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rs = [r for r in rows(data) if r["gbps"] is not None]
+    groups = sorted({r["group"] for r in rs})
+    fig, axes = plt.subplots(len(groups), 1, figsize=(10, 2.2 + 0.45 * len(rs)), squeeze=False)
+    for ax, g in zip(axes[:, 0], groups, strict=True):
+        gr = sorted((r for r in rs if r["group"] == g), key=lambda r: r["gbps"])
+        labels = [f"{r['impl']} {r['what']}" for r in gr]
+        colors = ["tab:green" if r["impl"] == "fpcore" else "tab:gray" for r in gr]
+        ax.barh(labels, [r["gbps"] for r in gr], color=colors)
+        roofs = {r["roofline_gbps"] for r in gr if r["roofline_gbps"]}
+        for roof in roofs:
+            ax.axvline(roof, color="tab:red", linestyle="--", linewidth=1)
+        ax.set_title(f"{g} (GB/s; dashed: roofline measured in the same run)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_readme(readme: str | Path, table: str) -> None:
+    p = Path(readme)
+    text = p.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"bench_report: {readme} has no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(head + START + "\n" + table + END + tail)
+    tmp.replace(p)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fpcore.bench_report", description=__doc__.splitlines()[2])
+    ap.add_argument("results", help="pytest-benchmark JSON (from --benchmark-json)")
+    ap.add_argument("--png", help="write a bar chart here (default: next to the JSON)")
+    ap.add_argument("--update-readme", metavar="README", help="rewrite the README's performance section")
+    args = ap.parse_args(argv)
+    try:
+        data = load(args.results)
+    except (OSError, ValueError) as exc:
+        print(f"bench_report: {exc}", file=sys.stderr)
+        return 2
+    table = markdown(data)
+    print(table)
+    png = args.png or str(Path(args.results).with_suffix(".png"))
+    plot(data, png)
+    print(f"plot: {png}")
+    if args.update_readme:
+        update_readme(args.update_readme, table)
+        print(f"updated: {args.update_readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
