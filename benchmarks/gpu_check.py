@@ -124,17 +124,18 @@ def check_ptx() -> str:
         *(_common.kernel_view(t) for t in (out, base, vec)), *[base.view(torch.int16)] * 7,
         0.37, *[0.0] * 7, n, NVEC=1, BLOCK=stamp.BLOCK, num_warps=stamp.NUM_WARPS, enable_fp_fusion=False,
     )  # fmt: skip
-    g = _common.plan([[out], [base], [vec]], stamp.BLOCK, torch.device(DEV))[0]
+    g = _common.plan([[out], [base], [vec]], stamp.MULTI_BLOCK, torch.device(DEV))[0]
     alphas = torch.tensor([0.37], device=DEV)
     k_multi = stamp._stamp_multi_kernel[(g.nchunks,)](
         g.chunks, g.addrs, alphas, OUT_T=1, BASE_T=1, VEC_T=1, NVEC=1, ALIGNED=True,
-        BLOCK=stamp.BLOCK, num_warps=stamp.NUM_WARPS, enable_fp_fusion=False,
+        BLOCK=stamp.MULTI_BLOCK, num_warps=stamp.MULTI_NUM_WARPS, enable_fp_fusion=False,
     )  # fmt: skip
-    gp = _common.plan([[base], [vec]], pair_stats.BLOCK, torch.device(DEV))[0]
+    gp = _common.plan([[base], [vec]], pair_stats.BLOCK * pair_stats.ITERS, torch.device(DEV))[0]
     part = torch.empty((gp.nchunks, 6), device=DEV)
     k_pair = pair_stats._pair_kernel[(gp.nchunks,)](
-        gp.chunks, gp.addrs, part, X_T=1, Y_T=1, ALIGNED=True, BLOCK=pair_stats.BLOCK, num_warps=pair_stats.NUM_WARPS
-    )
+        gp.chunks, gp.addrs, part, X_T=1, Y_T=1, ALIGNED=True,
+        BLOCK=pair_stats.BLOCK, ITERS=pair_stats.ITERS, num_warps=pair_stats.NUM_WARPS,
+    )  # fmt: skip
     notes, problems = [], []
     for name, k in (("single", k_single), ("multi", k_multi), ("pair", k_pair)):
         ptx = k.asm["ptx"]
@@ -230,7 +231,7 @@ def check_stamp_multi() -> str:
         ref.stamp_multi_reference(wants, bases, vecs, alphas)
         for i, (o, w) in enumerate(zip(outs, wants, strict=True)):
             assert_bitwise_equal(o, w, what=f"nvec={nvec} tensor {i}")
-    ngroups = len(_common.plan([outs, bases, *vecs], stamp.BLOCK, torch.device(DEV)))
+    ngroups = len(_common.plan([outs, bases, *vecs], stamp.MULTI_BLOCK, torch.device(DEV)))
     return f"bit-exact; {ngroups} launches for 24 tensors (4 signatures x aligned/unaligned)"
 
 
@@ -365,27 +366,29 @@ def bench_1gib(copy_gbps: float) -> None:
 
 
 def sweep(copy_gbps: float) -> None:
-    """Block size x warps for the stamp (single and multi) and pair kernels, bf16, 1 GiB operands."""
+    """Tile shapes of stamp_multi (one tensor) and pair_stats, bf16, 512 MiB operands: ratio to copy."""
     n = N_1GIB_BF16 // 2
     base, tau, out = (
         randn(n, torch.bfloat16),
         randn(n, torch.bfloat16),
         torch.empty(n, dtype=torch.bfloat16, device=DEV),
     )
-    saved = (stamp.BLOCK, stamp.NUM_WARPS, pair_stats.BLOCK, pair_stats.NUM_WARPS)
+    saved = (stamp.MULTI_BLOCK, stamp.MULTI_NUM_WARPS, pair_stats.BLOCK, pair_stats.ITERS, pair_stats.NUM_WARPS)
+    rows = []
     try:
-        rows = []
-        for block in (1024, 2048, 4096, 8192):
+        for block in (4096, 8192, 16384):
             for warps in (4, 8, 16):
-                stamp.BLOCK, stamp.NUM_WARPS = block, warps
-                pair_stats.BLOCK, pair_stats.NUM_WARPS = block, warps
-                s = gbps(6 * n, median_ms(lambda: tri.stamp_triton(out, base, [tau], [0.37]), rep=40)) / copy_gbps
-                m = gbps(6 * n, median_ms(lambda: tri.stamp_multi_triton([out], [base], [[tau]], [0.37]), rep=40))
-                p = gbps(4 * n, median_ms(lambda: tri.pair_stats_triton([base], [tau]), rep=40)) / copy_gbps
-                rows.append(f"B={block:<5} w={warps:<2} stamp {s:.3f} multi {m / copy_gbps:.3f} pair {p:.3f}")
-        perf("sweep (ratio to copy), 512 MiB bf16 operands", "\n    " + "\n    ".join(rows))
+                stamp.MULTI_BLOCK, stamp.MULTI_NUM_WARPS = block, warps
+                ms = median_ms(lambda: tri.stamp_multi_triton([out], [base], [[tau]], [0.37]), rep=40)
+                rows.append(f"stamp_multi B={block:<5} w={warps:<2} {gbps(6 * n, ms) / copy_gbps:.3f}")
+        for block, iters, warps in ((512, 32, 4), (1024, 8, 4), (1024, 16, 4), (1024, 32, 4), (2048, 8, 4),
+                                    (2048, 16, 8), (4096, 4, 8)):  # fmt: skip
+            pair_stats.BLOCK, pair_stats.ITERS, pair_stats.NUM_WARPS = block, iters, warps
+            ms = median_ms(lambda: tri.pair_stats_triton([base], [tau]), rep=40)
+            rows.append(f"pair_stats B={block:<5} it={iters:<2} w={warps:<2} {gbps(4 * n, ms) / copy_gbps:.3f}")
     finally:
-        stamp.BLOCK, stamp.NUM_WARPS, pair_stats.BLOCK, pair_stats.NUM_WARPS = saved
+        stamp.MULTI_BLOCK, stamp.MULTI_NUM_WARPS, pair_stats.BLOCK, pair_stats.ITERS, pair_stats.NUM_WARPS = saved
+    perf("sweep (ratio to copy), 512 MiB bf16 operands", "\n    " + "\n    ".join(rows))
 
 
 def _bench_7b_bf16_tau(base: list[torch.Tensor], copy_gbps: float) -> None:

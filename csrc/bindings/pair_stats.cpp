@@ -40,8 +40,7 @@ std::vector<kernels::Span> trajectory_spans(const std::string& op, const std::ve
     return all;
 }
 
-py::dict trajectory_consecutive(const std::vector<Ptrs>& ptrs, const std::vector<Codes>& dtypes,
-                                const Sizes& sizes) {
+py::dict trajectory_consecutive(const std::vector<Ptrs>& ptrs, const std::vector<Codes>& dtypes, const Sizes& sizes) {
     const std::string op = "trajectory_stats";
     auto spans = trajectory_spans(op, ptrs, dtypes, sizes);
     const int64_t T = static_cast<int64_t>(ptrs.size());
@@ -49,8 +48,8 @@ py::dict trajectory_consecutive(const std::vector<Ptrs>& ptrs, const std::vector
     std::vector<double> norm2(T), dot(T - 1), l1(T - 1), l2sq(T - 1), linf(T - 1);
     {
         py::gil_scoped_release release;
-        kernels::trajectory_consecutive(spans.data(), T, static_cast<int64_t>(sizes.size()), norm2.data(),
-                                        dot.data(), l1.data(), l2sq.data(), linf.data());
+        kernels::trajectory_consecutive(spans.data(), T, static_cast<int64_t>(sizes.size()), norm2.data(), dot.data(),
+                                        l1.data(), l2sq.data(), linf.data());
     }
     py::dict d;
     d["norm2"] = norm2;
@@ -97,8 +96,8 @@ void bind_pair_stats(py::module_& m) {
           "Consecutive-pair sums over T checkpoints (ptrs[t][i]); each checkpoint read once.");
     m.def("trajectory_all", &trajectory_all, py::arg("ptrs"), py::arg("dtypes"), py::arg("sizes"),
           "All-pairs dot and squared-l2 matrices (row-major T*T lists).");
-    m.def("triple_stats", &triple_stats, py::arg("x_ptrs"), py::arg("x_dtypes"), py::arg("y_ptrs"),
-          py::arg("y_dtypes"), py::arg("z_ptrs"), py::arg("z_dtypes"), py::arg("sizes"),
+    m.def("triple_stats", &triple_stats, py::arg("x_ptrs"), py::arg("x_dtypes"), py::arg("y_ptrs"), py::arg("y_dtypes"),
+          py::arg("z_ptrs"), py::arg("z_dtypes"), py::arg("sizes"),
           "(<x-y,z>, |x-y|^2, |z|^2, |z-y|^2, n) in one pass.");
 }
 

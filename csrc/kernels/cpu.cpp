@@ -16,8 +16,7 @@ Simd detect() {
     __builtin_cpu_init();
     const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                      __builtin_cpu_supports("f16c");
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     if (avx512 && avx2) return Simd::Avx512;
     if (avx2) return Simd::Avx2;
 #endif
@@ -39,7 +38,9 @@ Simd g_active = from_env(g_detected);
 
 }  // namespace
 
-Simd simd_detected() { return g_detected; }
+Simd simd_detected() {
+    return g_detected;
+}
 
 bool cpu_has_avx512bf16() {
 #if defined(__x86_64__) && (defined(__GNUC__) && __GNUC__ >= 10)
@@ -49,7 +50,9 @@ bool cpu_has_avx512bf16() {
 #endif
 }
 
-Simd simd_active() { return g_active; }
+Simd simd_active() {
+    return g_active;
+}
 
 bool simd_force(Simd level) {
     if (static_cast<int>(level) > static_cast<int>(g_detected)) return false;
@@ -57,7 +60,9 @@ bool simd_force(Simd level) {
     return true;
 }
 
-void simd_reset() { g_active = from_env(g_detected); }
+void simd_reset() {
+    g_active = from_env(g_detected);
+}
 
 const char* simd_name(Simd level) {
     switch (level) {

@@ -153,7 +153,7 @@ def test_stamp_multi_mixed_sizes_and_dtypes(nvec):
     ref.stamp_multi_reference(wants, bases, vectors, alphas)
     for i, (o, w) in enumerate(zip(outs, wants, strict=True)):
         assert_bitwise_equal(o, w, what=f"tensor {i}")
-    groups = _common.plan([outs, bases, *vectors], stamp.BLOCK, torch.device(DEVICE))
+    groups = _common.plan([outs, bases, *vectors], stamp.MULTI_BLOCK, torch.device(DEVICE))
     assert len(groups) == nsig  # one launch per dtype signature, not one per tensor
 
 

@@ -12,7 +12,9 @@ namespace fpcore {
 
 enum class DType : int32_t { F32 = 0, BF16 = 1, F16 = 2 };
 
-inline bool dtype_valid(int32_t code) { return code >= 0 && code <= 2; }
+inline bool dtype_valid(int32_t code) {
+    return code >= 0 && code <= 2;
+}
 
 inline const char* dtype_name(DType t) {
     switch (t) {
@@ -23,7 +25,9 @@ inline const char* dtype_name(DType t) {
     return "unknown";
 }
 
-inline int64_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+inline int64_t dtype_size(DType t) {
+    return t == DType::F32 ? 4 : 2;
+}
 
 static inline uint32_t f32_bits(float f) {
     uint32_t u;
@@ -37,7 +41,9 @@ static inline float bits_f32(uint32_t u) {
     return f;
 }
 
-static inline float bf16_to_f32(uint16_t h) { return bits_f32(static_cast<uint32_t>(h) << 16); }
+static inline float bf16_to_f32(uint16_t h) {
+    return bits_f32(static_cast<uint32_t>(h) << 16);
+}
 
 static inline uint16_t f32_to_bf16(float f) {
     uint32_t u = f32_bits(f);
@@ -77,8 +83,8 @@ static inline uint16_t f32_to_f16(float f) {
     const uint32_t a = u & 0x7FFFFFFFu;
     if (a > 0x7F800000u) return sign | 0x7E00u | static_cast<uint16_t>((a >> 13) & 0x3FFu);  // NaN
     if (a >= 0x477FF000u) return sign | 0x7C00u;  // overflow (incl. values rounding up to inf)
-    if (a < 0x38800000u) {                       // subnormal or zero in f16
-        if (a < 0x33000000u) return sign;        // below half the smallest subnormal
+    if (a < 0x38800000u) {                        // subnormal or zero in f16
+        if (a < 0x33000000u) return sign;         // below half the smallest subnormal
         const uint32_t e = a >> 23;
         const uint32_t m = (a & 0x7FFFFFu) | 0x800000u;
         const uint32_t shift = 126 - e;  // 14..24 bits to drop (relative to 2^-24 units)

@@ -51,8 +51,8 @@ PairSums pair_stats(const Span* x, const Span* y, int64_t ntensors);
 // Consecutive pairs of a trajectory: ckpt[t * ntensors + i] is tensor i of checkpoint t.
 // Reads every checkpoint once. Outputs: norm2[T] (|theta_t|^2), and for t = 0..T-2 the pair
 // (theta_t, theta_{t+1}): dot[t], l1[t], l2sq[t], linf[t].
-void trajectory_consecutive(const Span* ckpt, int64_t T, int64_t ntensors, double* norm2, double* dot,
-                            double* l1, double* l2sq, double* linf);
+void trajectory_consecutive(const Span* ckpt, int64_t T, int64_t ntensors, double* norm2, double* dot, double* l1,
+                            double* l2sq, double* linf);
 
 // All pairs: dot[i*T+j] = <theta_i, theta_j>, l2sq[i*T+j] = |theta_i - theta_j|^2 (computed from the
 // differences directly, not from the Gram identity, so near checkpoints keep their precision).

@@ -1,10 +1,11 @@
 """Triton kernels of the reduction family: pair_stats, trajectories, triple_stats.
 
 Accumulation (the spec is fpcore/backends/reference/pair_stats.py, which does it all in fp64): every
-program reduces one block of BLOCK elements of one tensor in fp32 and writes its partial sums to a
-``[nblocks, k]`` fp32 buffer; the host side widens the partials to fp64 and sums them on the device
-in a fixed order, so results are deterministic run to run. Differences are formed in fp32, as the
-reference does. Lists of tensors are one vector: one launch per dtype signature (``_common.plan``).
+program reduces one chunk of BLOCK * ITERS elements of one tensor in fp32 (lanes accumulate over ITERS
+tiles of BLOCK elements, then one tree reduction) and writes its partial sums to a ``[nchunks, k]``
+fp32 buffer; the host side widens the partials to fp64 and sums them on the device in a fixed
+order, so results are deterministic run to run. Differences are formed in fp32, as the reference
+does. Lists of tensors are one vector: one launch per dtype signature (``_common.plan``).
 
 ``tl.max`` may drop NaN (max.f32 returns the other operand), so a block's linf is forced to NaN when
 its l2sq partial is NaN: a sum of squares is NaN exactly when some difference is NaN.
@@ -18,94 +19,121 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import as_ptr, load_addr, load_f32, plan
+from ._common import load_f32, plan, tile_ptrs
 
 Vector = Sequence[torch.Tensor]
 
-BLOCK = 4096  # elements per program: one fp32 partial per block, as the C++ kernels' kBlock
-NUM_WARPS = 8
+BLOCK = 1024  # elements per tile: the loads of one step of a program
+ITERS = 16  # tiles per program: one fp32 partial per chunk of BLOCK * ITERS elements
+NUM_WARPS = 4  # (1024, 16, 4) was the fastest of 9 shapes on an H100, bf16 x bf16, 512 MiB each
 _PAIR_K = 6  # dot, xx, yy, l1, l2sq, linf
 _TRIPLE_K = 4  # dz, dd, zz, ee
 
 
 @triton.jit
-def _pair_tile(xp, yp, part, lane, mask, MASKED: tl.constexpr):
-    """part[0:6] = (<x,y>, |x|^2, |y|^2, sum|x-y|, sum (x-y)^2, max|x-y|) over one tile, in fp32."""
-    x = load_f32(xp + lane, mask, MASKED)
-    y = load_f32(yp + lane, mask, MASKED)
-    d = x - y
-    ad = tl.abs(d)
-    l2sq = tl.sum(d * d, axis=0)
-    linf = tl.where(l2sq != l2sq, l2sq, tl.max(ad, axis=0))  # NaN if any difference is NaN
-    tl.store(part + 0, tl.sum(x * y, axis=0))
-    tl.store(part + 1, tl.sum(x * x, axis=0))
-    tl.store(part + 2, tl.sum(y * y, axis=0))
-    tl.store(part + 3, tl.sum(ad, axis=0))
+def _pair_chunk(xp, yp, part, lim, BLOCK: tl.constexpr, ITERS: tl.constexpr, MASKED: tl.constexpr):
+    """part[0:6] = (<x,y>, |x|^2, |y|^2, sum|x-y|, sum (x-y)^2, max|x-y|) over ITERS tiles, in fp32.
+
+    xp, yp: pointer blocks at the chunk's first tile; lim: elements left in the tensor (MASKED only).
+    Lanes accumulate across the tiles, then each sum is reduced across lanes once.
+    """
+    lane = tl.arange(0, BLOCK)
+    dot = tl.zeros([BLOCK], dtype=tl.float32)
+    xx = tl.zeros([BLOCK], dtype=tl.float32)
+    yy = tl.zeros([BLOCK], dtype=tl.float32)
+    l1 = tl.zeros([BLOCK], dtype=tl.float32)
+    l2 = tl.zeros([BLOCK], dtype=tl.float32)
+    mx = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in range(ITERS):
+        mask = lane < lim - i * BLOCK
+        x = load_f32(xp + i * BLOCK, mask, MASKED)
+        y = load_f32(yp + i * BLOCK, mask, MASKED)
+        d = x - y
+        ad = tl.abs(d)
+        dot += x * y
+        xx += x * x
+        yy += y * y
+        l1 += ad
+        l2 += d * d
+        mx = tl.maximum(mx, ad)
+    l2sq = tl.sum(l2, axis=0)
+    linf = tl.where(l2sq != l2sq, l2sq, tl.max(mx, axis=0))  # NaN if any difference is NaN
+    tl.store(part + 0, tl.sum(dot, axis=0))
+    tl.store(part + 1, tl.sum(xx, axis=0))
+    tl.store(part + 2, tl.sum(yy, axis=0))
+    tl.store(part + 3, tl.sum(l1, axis=0))
     tl.store(part + 4, l2sq)
     tl.store(part + 5, linf)
 
 
 @triton.jit
-def _pair_kernel(chunks, addrs, part, X_T: tl.constexpr, Y_T: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+def _pair_kernel(
+    chunks, addrs, part, X_T: tl.constexpr, Y_T: tl.constexpr, ALIGNED: tl.constexpr,
+    BLOCK: tl.constexpr, ITERS: tl.constexpr,
+):  # fmt: skip
     """part[p] = (<x,y>, |x|^2, |y|^2, sum|x-y|, sum (x-y)^2, max|x-y|) over chunk p of a chunk table.
 
-    chunks[p] = (row, start); addrs[row] = (x address, y address, n); X_T, Y_T: dtype codes.
+    chunks[p] = (row, start): elements [start, start + BLOCK * ITERS) of the tensor pair whose
+    addrs row is (x address, y address, n); X_T, Y_T: dtype codes.
     """
     pid = tl.program_id(0)
     row = tl.load(chunks + 2 * pid)
-    start = tl.multiple_of(tl.load(chunks + 2 * pid + 1), BLOCK)
+    start = tl.multiple_of(tl.load(chunks + 2 * pid + 1), BLOCK * ITERS)
     rec = addrs + row * 3
-    n = tl.load(rec + 2)
-    xp = as_ptr(load_addr(rec, ALIGNED), X_T) + start
-    yp = as_ptr(load_addr(rec + 1, ALIGNED), Y_T) + start
+    lim = tl.load(rec + 2) - start
     lane = tl.arange(0, BLOCK)
-    out = part + pid * 6
-    if start + BLOCK <= n:
-        _pair_tile(xp, yp, out, lane, lane, False)
+    xp = tile_ptrs(rec, X_T, start, lane, ALIGNED)
+    yp = tile_ptrs(rec + 1, Y_T, start, lane, ALIGNED)
+    if lim >= BLOCK * ITERS:
+        _pair_chunk(xp, yp, part + pid * 6, lim, BLOCK, ITERS, False)
     else:
-        _pair_tile(xp, yp, out, lane, lane < n - start, True)
+        _pair_chunk(xp, yp, part + pid * 6, lim, BLOCK, ITERS, True)
 
 
 @triton.jit
-def _triple_tile(xp, yp, zp, part, lane, mask, MASKED: tl.constexpr):
-    """d = x - y, e = z - y: part[0:4] = (<d,z>, |d|^2, |z|^2, |e|^2) over one tile, in fp32."""
-    x = load_f32(xp + lane, mask, MASKED)
-    y = load_f32(yp + lane, mask, MASKED)
-    z = load_f32(zp + lane, mask, MASKED)
-    d = x - y
-    e = z - y
-    tl.store(part + 0, tl.sum(d * z, axis=0))
-    tl.store(part + 1, tl.sum(d * d, axis=0))
-    tl.store(part + 2, tl.sum(z * z, axis=0))
-    tl.store(part + 3, tl.sum(e * e, axis=0))
+def _triple_chunk(xp, yp, zp, part, lim, BLOCK: tl.constexpr, ITERS: tl.constexpr, MASKED: tl.constexpr):
+    """d = x - y, e = z - y: part[0:4] = (<d,z>, |d|^2, |z|^2, |e|^2) over ITERS tiles, in fp32."""
+    lane = tl.arange(0, BLOCK)
+    dz = tl.zeros([BLOCK], dtype=tl.float32)
+    dd = tl.zeros([BLOCK], dtype=tl.float32)
+    zz = tl.zeros([BLOCK], dtype=tl.float32)
+    ee = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in range(ITERS):
+        mask = lane < lim - i * BLOCK
+        x = load_f32(xp + i * BLOCK, mask, MASKED)
+        y = load_f32(yp + i * BLOCK, mask, MASKED)
+        z = load_f32(zp + i * BLOCK, mask, MASKED)
+        d = x - y
+        e = z - y
+        dz += d * z
+        dd += d * d
+        zz += z * z
+        ee += e * e
+    tl.store(part + 0, tl.sum(dz, axis=0))
+    tl.store(part + 1, tl.sum(dd, axis=0))
+    tl.store(part + 2, tl.sum(zz, axis=0))
+    tl.store(part + 3, tl.sum(ee, axis=0))
 
 
 @triton.jit
 def _triple_kernel(
-    chunks,
-    addrs,
-    part,
-    X_T: tl.constexpr,
-    Y_T: tl.constexpr,
-    Z_T: tl.constexpr,
-    ALIGNED: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
+    chunks, addrs, part, X_T: tl.constexpr, Y_T: tl.constexpr, Z_T: tl.constexpr, ALIGNED: tl.constexpr,
+    BLOCK: tl.constexpr, ITERS: tl.constexpr,
+):  # fmt: skip
     """part[p] = (<x-y,z>, |x-y|^2, |z|^2, |z-y|^2) over chunk p; addrs[row] = (x, y, z addresses, n)."""
     pid = tl.program_id(0)
     row = tl.load(chunks + 2 * pid)
-    start = tl.multiple_of(tl.load(chunks + 2 * pid + 1), BLOCK)
+    start = tl.multiple_of(tl.load(chunks + 2 * pid + 1), BLOCK * ITERS)
     rec = addrs + row * 4
-    n = tl.load(rec + 3)
-    xp = as_ptr(load_addr(rec, ALIGNED), X_T) + start
-    yp = as_ptr(load_addr(rec + 1, ALIGNED), Y_T) + start
-    zp = as_ptr(load_addr(rec + 2, ALIGNED), Z_T) + start
+    lim = tl.load(rec + 3) - start
     lane = tl.arange(0, BLOCK)
-    out = part + pid * 4
-    if start + BLOCK <= n:
-        _triple_tile(xp, yp, zp, out, lane, lane, False)
+    xp = tile_ptrs(rec, X_T, start, lane, ALIGNED)
+    yp = tile_ptrs(rec + 1, Y_T, start, lane, ALIGNED)
+    zp = tile_ptrs(rec + 2, Z_T, start, lane, ALIGNED)
+    if lim >= BLOCK * ITERS:
+        _triple_chunk(xp, yp, zp, part + pid * 4, lim, BLOCK, ITERS, False)
     else:
-        _triple_tile(xp, yp, zp, out, lane, lane < n - start, True)
+        _triple_chunk(xp, yp, zp, part + pid * 4, lim, BLOCK, ITERS, True)
 
 
 def _device_of(vec: Vector) -> torch.device:
@@ -115,7 +143,7 @@ def _device_of(vec: Vector) -> torch.device:
 def _partials(kernel: triton.JITFunction, roles: Sequence[Vector], k: int) -> torch.Tensor:
     """[nblocks, k] fp32 block partials of ``kernel`` over the tensor lists ``roles`` (one launch per group)."""
     device = _device_of(roles[0])
-    groups = plan(roles, BLOCK, device) if len(roles[0]) else []
+    groups = plan(roles, BLOCK * ITERS, device) if len(roles[0]) else []
     part = torch.empty((sum(g.nchunks for g in groups), k), dtype=torch.float32, device=device)
     row = 0
     for g in groups:
@@ -127,6 +155,7 @@ def _partials(kernel: triton.JITFunction, roles: Sequence[Vector], k: int) -> to
             **dtypes,
             ALIGNED=g.aligned,
             BLOCK=BLOCK,
+            ITERS=ITERS,
             num_warps=NUM_WARPS,
         )
         row += g.nchunks
@@ -135,10 +164,10 @@ def _partials(kernel: triton.JITFunction, roles: Sequence[Vector], k: int) -> to
 
 def _pair_sums(xs: Vector, ys: Vector) -> torch.Tensor:
     """[6] fp64 on the device: (dot, xx, yy, l1, l2sq, linf), block partials summed in block order."""
-    part = _partials(_pair_kernel, [xs, ys], _PAIR_K).to(torch.float64)
-    sums = part[:, :5].sum(dim=0)
-    linf = part[:, 5].max().reshape(1) if part.shape[0] else sums.new_zeros(1)  # max propagates NaN
-    return torch.cat((sums, linf))
+    part = _partials(_pair_kernel, [xs, ys], _PAIR_K)
+    sums = part[:, :5].sum(dim=0, dtype=torch.float64)
+    linf = part[:, 5].max().reshape(1) if part.shape[0] else part.new_zeros(1)  # max propagates NaN
+    return torch.cat((sums, linf.to(torch.float64)))
 
 
 def _numel(vec: Vector) -> int:
@@ -197,6 +226,6 @@ def trajectory_all_triton(ckpts: Sequence[Vector]) -> tuple[list[float], list[fl
 
 def triple_stats_triton(xs: Vector, ys: Vector, zs: Vector) -> tuple[float, float, float, float, int]:
     """d = x - y: (<d,z>, |d|^2, |z|^2, |z-y|^2, n)."""
-    part = _partials(_triple_kernel, [xs, ys, zs], _TRIPLE_K).to(torch.float64)
-    dz, dd, zz, ee = part.sum(dim=0).tolist()
+    part = _partials(_triple_kernel, [xs, ys, zs], _TRIPLE_K)
+    dz, dd, zz, ee = part.sum(dim=0, dtype=torch.float64).tolist()
     return dz, dd, zz, ee, _numel(xs)

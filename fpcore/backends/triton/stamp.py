@@ -21,11 +21,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import as_ptr, kernel_view, load_addr, load_f32, pack_codes, plan, store_f32
+from ._common import kernel_view, load_f32, pack_codes, plan, store_f32, tile_ptrs, to_device
 
 MAX_VECTORS = 8
-BLOCK = 4096  # elements per program
+BLOCK = 4096  # elements per program, stamp_triton
 NUM_WARPS = 8
+MULTI_BLOCK = 8192  # elements per program, stamp_multi_triton (each also loads its table entries)
+MULTI_NUM_WARPS = 8
 
 
 @triton.jit
@@ -97,13 +99,11 @@ def _stamp_multi_tile(
     MASKED: tl.constexpr,
 ):
     """One tile of _stamp_multi_kernel: elements start + lane of the tensor whose addrs row is ``rec``."""
-    base = as_ptr(load_addr(rec + 1, ALIGNED), BASE_T) + start
-    acc = load_f32(base + lane, mask, MASKED)
+    acc = load_f32(tile_ptrs(rec + 1, BASE_T, start, lane, ALIGNED), mask, MASKED)
     for k in tl.static_range(NVEC):
-        vec = as_ptr(load_addr(rec + 2 + k, ALIGNED), (VEC_T >> (2 * k)) & 3) + start
-        acc = _axpy(acc, vec + lane, tl.load(alphas + k), mask, MASKED)
-    out = as_ptr(load_addr(rec, ALIGNED), OUT_T) + start
-    store_f32(out + lane, acc, mask, MASKED)
+        vec = tile_ptrs(rec + 2 + k, (VEC_T >> (2 * k)) & 3, start, lane, ALIGNED)
+        acc = _axpy(acc, vec, tl.load(alphas + k), mask, MASKED)
+    store_f32(tile_ptrs(rec, OUT_T, start, lane, ALIGNED), acc, mask, MASKED)
 
 
 @triton.jit
@@ -177,8 +177,8 @@ def stamp_multi_triton(
     if not outs:
         return
     device = outs[0].device
-    alpha_t = torch.tensor([float(a) for a in alphas] or [0.0], dtype=torch.float32).to(device)
-    for group in plan([outs, bases, *vectors], BLOCK, device):
+    alpha_t = to_device([float(a) for a in alphas] or [0.0], torch.float32, device)
+    for group in plan([outs, bases, *vectors], MULTI_BLOCK, device):
         _stamp_multi_kernel[(group.nchunks,)](
             group.chunks,
             group.addrs,
@@ -188,7 +188,7 @@ def stamp_multi_triton(
             VEC_T=pack_codes(group.codes[2:]),
             NVEC=nvec,
             ALIGNED=group.aligned,
-            BLOCK=BLOCK,
-            num_warps=NUM_WARPS,
+            BLOCK=MULTI_BLOCK,
+            num_warps=MULTI_NUM_WARPS,
             enable_fp_fusion=False,
         )
