@@ -84,3 +84,17 @@ def test_auto_dispatch_prefers_native_on_cpu():
 
     name, _ = select("stamp", "stamp", [torch.zeros(2)])
     assert name == ("cpu" if fpcore.HAS_NATIVE else "reference")
+
+
+@needs_native
+def test_thread_count_survives_torch_ops():
+    """fpcore keeps its own thread count: torch resetting OpenMP's must not undo it."""
+    try:
+        fpcore.set_num_threads(1)
+        torch.randn(100_000).sum()
+        torch.set_num_threads(torch.get_num_threads())
+        assert _native._C.num_threads() == 1
+    finally:
+        fpcore.set_num_threads(os.cpu_count() or 1)
+    with pytest.raises(ValueError, match=r"set_num_threads: expected an int >= 1, got 0"):
+        fpcore.set_num_threads(0)

@@ -1,5 +1,6 @@
 #include "fpcore/cpu.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -73,17 +74,26 @@ const char* simd_name(Simd level) {
     return "unknown";
 }
 
-int num_threads() {
+// fpcore keeps its own thread count and passes it to every parallel region (num_threads clause):
+// omp_set_num_threads is shared with torch, which resets it on its own ops.
+namespace {
+int initial_threads() {
 #ifdef _OPENMP
     return omp_get_max_threads();
 #else
     return 1;
 #endif
 }
+std::atomic<int> g_threads{initial_threads()};
+}  // namespace
+
+int num_threads() {
+    return g_threads.load(std::memory_order_relaxed);
+}
 
 void set_num_threads(int n) {
 #ifdef _OPENMP
-    if (n > 0) omp_set_num_threads(n);
+    if (n > 0) g_threads.store(n, std::memory_order_relaxed);
 #else
     (void)n;
 #endif

@@ -1,19 +1,24 @@
 // Trajectory statistics over T checkpoints (each a list of tensors), every checkpoint read from memory once.
 //
-// Numerics: see reduce_common.h (fp32 lanes inside blocks of kBlock elements, fp64 partials folded in block
-// order, identical for any thread count; linf NaN iff l2sq NaN).
+// Numerics: see the top of pair_stats.cpp (fp32 lanes inside blocks of kBlock elements, fp64 partials folded
+// in block order, identical for any thread count; linf NaN iff l2sq NaN).
 //
 // trajectory_consecutive: for each block of elements, checkpoints t = 0..T-1 are visited in turn. Block t is
 // loaded and widened to fp32 once; that one pass gives |theta_t|^2 and the pair (t-1, t) against the fp32
 // copy of block t-1 kept in a 16 KB (L1-resident) buffer, which block t then overwrites in place. So each
 // element is read from memory once and converted once, and |theta_t|^2 is computed once per checkpoint.
+// Visiting T streams in 8 KB bursts defeats the hardware prefetcher, so each visit software-prefetches (into
+// L2) the block it will visit kPrefetchVisits visits later. Work per 32 bf16 elements on avx512: 16 vector
+// ops (2 to widen, then per 16 lanes sub, abs, 3 FMA, add, max), ~4 elements per cycle per core.
 //
-// trajectory_all: for each block, the T checkpoints' elements are widened into an fp32 buffer (T x S floats,
-// S <= kBlock chosen so the buffer stays near 1 MB, i.e. in L2), then register tiles of pairs (i <= j) run
-// over it: 4 x 2 pairs on avx512, 2 x 2 on avx2/scalar, two accumulators per pair (<x_i,x_j> and
-// |x_i - x_j|^2 from the differences, never the Gram identity). When S < kBlock the block is walked in
-// sub-chunks of S elements and the tiles' fp32 accumulators are parked in a spill buffer between sub-chunks,
-// so the accumulation order inside a block is the same as for one pass (S changes speed, not results).
+// trajectory_all: each block is walked in sub-chunks of S elements (256..512, see kAllSubMax). For a
+// sub-chunk, the T checkpoints' elements are widened into an fp32 buffer (T x S floats, in L2), then register
+// tiles of pairs (i <= j) run over it: 4 x 2 pairs on avx512, 2 x 2 on avx2/scalar, two accumulators per pair
+// (<x_i,x_j> and |x_i - x_j|^2 from the differences, never the Gram identity). The tiles' fp32 block-level
+// lane accumulators are parked in a spill buffer between sub-chunks, so the accumulation order inside a block
+// is the same as for one pass (S changes speed, not results). Every checkpoint is read from memory once: the
+// next block's rows are software-prefetched into L2 while the current block's tiles compute. Compute bound
+// for T >~ 8 (3 vector ops per pair per 16 elements). l2sq[i][i] is exactly 0, as in the reference.
 #include "reduce_common.h"
 
 namespace fpcore {
@@ -29,21 +34,21 @@ using namespace reduce;
 
 // One checkpoint's block: cur = elements off .. off+len-1 of p. Writes out[0] = |cur|^2 and, with PREV (buf
 // holds the previous checkpoint's block, fp32, same lane order), out[1..4] = dot, l1, l2sq, linf of
-// (prev, cur). Leaves cur in buf.
-using StepFn = void (*)(const void* p, int64_t off, int64_t len, float* buf, double* out);
+// (prev, cur). Leaves cur in buf. pf: lines of a later block to prefetch meanwhile.
+using StepFn = void (*)(const void* p, int64_t off, int64_t len, float* buf, double* out, Prefetcher pf);
 
 // --- AVX-512 ----------------------------------------------------------------------------------------------
 
-struct StepAcc512 {
-    __m512 norm, dot, l1, l2, mx;
+struct StepSum512 {
+    __m512 norm, dot, l1, l2;
 };
 
-FPCORE_TARGET_AVX512 static inline void step_zero_512(StepAcc512& a) {
-    a.norm = a.dot = a.l1 = a.l2 = a.mx = _mm512_setzero_ps();
+FPCORE_TARGET_AVX512 static inline void step_zero_512(StepSum512& a) {
+    a.norm = a.dot = a.l1 = a.l2 = _mm512_setzero_ps();
 }
 
 template <bool PREV>
-FPCORE_TARGET_AVX512 static inline void step_body_512(StepAcc512& a, float* buf, __m512 c) {
+FPCORE_TARGET_AVX512 static inline void step_body_512(StepSum512& a, __m512& mx, float* buf, __m512 c) {
     if constexpr (PREV) {
         const __m512 p = _mm512_load_ps(buf);
         const __m512 d = _mm512_sub_ps(p, c);
@@ -51,53 +56,71 @@ FPCORE_TARGET_AVX512 static inline void step_body_512(StepAcc512& a, float* buf,
         a.dot = _mm512_fmadd_ps(p, c, a.dot);
         a.l2 = _mm512_fmadd_ps(d, d, a.l2);
         a.l1 = _mm512_add_ps(a.l1, ad);
-        a.mx = _mm512_max_ps(a.mx, ad);
+        mx = _mm512_max_ps(mx, ad);
     }
     _mm512_store_ps(buf, c);
     a.norm = _mm512_fmadd_ps(c, c, a.norm);
 }
 
-template <DType T, bool EO, bool PREV>
-FPCORE_TARGET_AVX512 void step_512(const void* p, int64_t off, int64_t len, float* buf, double* out) {
-    StepAcc512 a0, a1;
-    step_zero_512(a0);
-    step_zero_512(a1);
-    int64_t i = 0;
-    for (; i + 32 <= len; i += 32) {
-        __m512 c0, c1;
-        ld2_512<T, EO>(p, off + i, c0, c1);
-        step_body_512<PREV>(a0, buf + i, c0);
-        step_body_512<PREV>(a1, buf + i + 16, c1);
-    }
-    if (i < len) {
-        alignas(64) float tc[32];
-        tail_to_f32(p, T, off + i, len - i, tc, 32);
-        __m512 c0, c1;
-        ld2_512<DType::F32, false>(tc, 0, c0, c1);
-        step_body_512<PREV>(a0, buf + i, c0);
-        step_body_512<PREV>(a1, buf + i + 16, c1);
-    }
-    out[0] = hsum2_512(a0.norm, a1.norm);
+template <bool PREV>
+FPCORE_TARGET_AVX512 static inline void step_fold_512(StepSum512& acc, const StepSum512& s0, const StepSum512& s1) {
+    acc.norm = _mm512_add_ps(acc.norm, _mm512_add_ps(s0.norm, s1.norm));
     if constexpr (PREV) {
-        out[1] = hsum2_512(a0.dot, a1.dot);
-        out[2] = hsum2_512(a0.l1, a1.l1);
-        out[3] = hsum2_512(a0.l2, a1.l2);
-        out[4] = hmax2_512(a0.mx, a1.mx);
+        acc.dot = _mm512_add_ps(acc.dot, _mm512_add_ps(s0.dot, s1.dot));
+        acc.l1 = _mm512_add_ps(acc.l1, _mm512_add_ps(s0.l1, s1.l1));
+        acc.l2 = _mm512_add_ps(acc.l2, _mm512_add_ps(s0.l2, s1.l2));
+    }
+}
+
+template <DType T, bool EO, bool PREV>
+FPCORE_TARGET_AVX512 void step_512(const void* p, int64_t off, int64_t len, float* buf, double* out, Prefetcher pf) {
+    StepSum512 acc;
+    step_zero_512(acc);
+    __m512 mx0 = _mm512_setzero_ps(), mx1 = _mm512_setzero_ps();
+    for (int64_t c0 = 0; c0 < len; c0 += kSub512) {
+        const int64_t ce = std::min(len, c0 + kSub512);
+        StepSum512 s0, s1;
+        step_zero_512(s0);
+        step_zero_512(s1);
+        int64_t i = c0;
+        for (; i + 32 <= ce; i += 32) {
+            pf.step();
+            __m512 c0v, c1v;
+            ld2_512<T, EO>(p, off + i, c0v, c1v);
+            step_body_512<PREV>(s0, mx0, buf + i, c0v);
+            step_body_512<PREV>(s1, mx1, buf + i + 16, c1v);
+        }
+        if (i < ce) {
+            alignas(64) float tc[32];
+            tail_to_f32(p, T, off + i, ce - i, tc, 32);
+            __m512 c0v, c1v;
+            ld2_512<DType::F32, false>(tc, 0, c0v, c1v);
+            step_body_512<PREV>(s0, mx0, buf + i, c0v);
+            step_body_512<PREV>(s1, mx1, buf + i + 16, c1v);
+        }
+        step_fold_512<PREV>(acc, s0, s1);
+    }
+    out[0] = hsum_512(acc.norm);
+    if constexpr (PREV) {
+        out[1] = hsum_512(acc.dot);
+        out[2] = hsum_512(acc.l1);
+        out[3] = hsum_512(acc.l2);
+        out[4] = hmax2_512(mx0, mx1);
     }
 }
 
 // --- AVX2 -------------------------------------------------------------------------------------------------
 
-struct StepAcc256 {
-    __m256 norm, dot, l1, l2, mx;
+struct StepSum256 {
+    __m256 norm, dot, l1, l2;
 };
 
-FPCORE_TARGET_AVX2 static inline void step_zero_256(StepAcc256& a) {
-    a.norm = a.dot = a.l1 = a.l2 = a.mx = _mm256_setzero_ps();
+FPCORE_TARGET_AVX2 static inline void step_zero_256(StepSum256& a) {
+    a.norm = a.dot = a.l1 = a.l2 = _mm256_setzero_ps();
 }
 
 template <bool PREV>
-FPCORE_TARGET_AVX2 static inline void step_body_256(StepAcc256& a, float* buf, __m256 c) {
+FPCORE_TARGET_AVX2 static inline void step_body_256(StepSum256& a, __m256& mx, float* buf, __m256 c) {
     if constexpr (PREV) {
         const __m256 p = _mm256_load_ps(buf);
         const __m256 d = _mm256_sub_ps(p, c);
@@ -105,49 +128,67 @@ FPCORE_TARGET_AVX2 static inline void step_body_256(StepAcc256& a, float* buf, _
         a.dot = _mm256_fmadd_ps(p, c, a.dot);
         a.l2 = _mm256_fmadd_ps(d, d, a.l2);
         a.l1 = _mm256_add_ps(a.l1, ad);
-        a.mx = _mm256_max_ps(a.mx, ad);
+        mx = _mm256_max_ps(mx, ad);
     }
     _mm256_store_ps(buf, c);
     a.norm = _mm256_fmadd_ps(c, c, a.norm);
 }
 
-template <DType T, bool PREV>
-FPCORE_TARGET_AVX2 void step_256(const void* p, int64_t off, int64_t len, float* buf, double* out) {
-    StepAcc256 a0, a1;
-    step_zero_256(a0);
-    step_zero_256(a1);
-    int64_t i = 0;
-    for (; i + 16 <= len; i += 16) {
-        __m256 c0, c1;
-        ld2_256<T>(p, off + i, c0, c1);
-        step_body_256<PREV>(a0, buf + i, c0);
-        step_body_256<PREV>(a1, buf + i + 8, c1);
-    }
-    if (i < len) {
-        alignas(32) float tc[16];
-        tail_to_f32(p, T, off + i, len - i, tc, 16);
-        __m256 c0, c1;
-        ld2_256<DType::F32>(tc, 0, c0, c1);
-        step_body_256<PREV>(a0, buf + i, c0);
-        step_body_256<PREV>(a1, buf + i + 8, c1);
-    }
-    out[0] = hsum2_256(a0.norm, a1.norm);
+template <bool PREV>
+FPCORE_TARGET_AVX2 static inline void step_fold_256(StepSum256& acc, const StepSum256& s0, const StepSum256& s1) {
+    acc.norm = _mm256_add_ps(acc.norm, _mm256_add_ps(s0.norm, s1.norm));
     if constexpr (PREV) {
-        out[1] = hsum2_256(a0.dot, a1.dot);
-        out[2] = hsum2_256(a0.l1, a1.l1);
-        out[3] = hsum2_256(a0.l2, a1.l2);
-        out[4] = hmax2_256(a0.mx, a1.mx);
+        acc.dot = _mm256_add_ps(acc.dot, _mm256_add_ps(s0.dot, s1.dot));
+        acc.l1 = _mm256_add_ps(acc.l1, _mm256_add_ps(s0.l1, s1.l1));
+        acc.l2 = _mm256_add_ps(acc.l2, _mm256_add_ps(s0.l2, s1.l2));
+    }
+}
+
+template <DType T, bool PREV>
+FPCORE_TARGET_AVX2 void step_256(const void* p, int64_t off, int64_t len, float* buf, double* out, Prefetcher pf) {
+    StepSum256 acc;
+    step_zero_256(acc);
+    __m256 mx0 = _mm256_setzero_ps(), mx1 = _mm256_setzero_ps();
+    for (int64_t c0 = 0; c0 < len; c0 += kSub256) {
+        const int64_t ce = std::min(len, c0 + kSub256);
+        StepSum256 s0, s1;
+        step_zero_256(s0);
+        step_zero_256(s1);
+        int64_t i = c0;
+        for (; i + 16 <= ce; i += 16) {
+            if ((i & 31) == 0) pf.step();
+            __m256 c0v, c1v;
+            ld2_256<T>(p, off + i, c0v, c1v);
+            step_body_256<PREV>(s0, mx0, buf + i, c0v);
+            step_body_256<PREV>(s1, mx1, buf + i + 8, c1v);
+        }
+        if (i < ce) {
+            alignas(32) float tc[16];
+            tail_to_f32(p, T, off + i, ce - i, tc, 16);
+            __m256 c0v, c1v;
+            ld2_256<DType::F32>(tc, 0, c0v, c1v);
+            step_body_256<PREV>(s0, mx0, buf + i, c0v);
+            step_body_256<PREV>(s1, mx1, buf + i + 8, c1v);
+        }
+        step_fold_256<PREV>(acc, s0, s1);
+    }
+    out[0] = hsum_256(acc.norm);
+    if constexpr (PREV) {
+        out[1] = hsum_256(acc.dot);
+        out[2] = hsum_256(acc.l1);
+        out[3] = hsum_256(acc.l2);
+        out[4] = hmax2_256(mx0, mx1);
     }
 }
 
 // --- Scalar -----------------------------------------------------------------------------------------------
 
-struct StepAccS {
-    float norm[kScalarLanes], dot[kScalarLanes], l1[kScalarLanes], l2[kScalarLanes], mx[kScalarLanes];
+struct StepSumS {
+    float norm[kScalarLanes], dot[kScalarLanes], l1[kScalarLanes], l2[kScalarLanes];
 };
 
 template <bool PREV>
-static inline void step_body_scalar(StepAccS& a, float* buf, const float* c) {
+static inline void step_body_scalar(StepSumS& a, float* mx, float* buf, const float* c) {
     for (int l = 0; l < kScalarLanes; ++l) {
         if constexpr (PREV) {
             const float p = buf[l];
@@ -156,32 +197,47 @@ static inline void step_body_scalar(StepAccS& a, float* buf, const float* c) {
             a.dot[l] += p * c[l];
             a.l2[l] += d * d;
             a.l1[l] += ad;
-            a.mx[l] = ad > a.mx[l] ? ad : a.mx[l];
+            mx[l] = ad > mx[l] ? ad : mx[l];
         }
         buf[l] = c[l];
         a.norm[l] += c[l] * c[l];
     }
 }
 
+static inline void step_fold_scalar(StepSumS& acc, const StepSumS& s) {
+    for (int l = 0; l < kScalarLanes; ++l) {
+        acc.norm[l] += s.norm[l];
+        acc.dot[l] += s.dot[l];
+        acc.l1[l] += s.l1[l];
+        acc.l2[l] += s.l2[l];
+    }
+}
+
 template <DType T, bool PREV>
-void step_scalar(const void* p, int64_t off, int64_t len, float* buf, double* out) {
-    StepAccS a = {};
+void step_scalar(const void* p, int64_t off, int64_t len, float* buf, double* out, Prefetcher) {
+    StepSumS acc = {};
+    float mx[kScalarLanes] = {};
     float c[kScalarLanes];
-    int64_t i = 0;
-    for (; i + kScalarLanes <= len; i += kScalarLanes) {
-        load_lanes<T>(p, off + i, c);
-        step_body_scalar<PREV>(a, buf + i, c);
+    for (int64_t c0 = 0; c0 < len; c0 += kSubScalar) {
+        const int64_t ce = std::min(len, c0 + kSubScalar);
+        StepSumS s = {};
+        int64_t i = c0;
+        for (; i + kScalarLanes <= ce; i += kScalarLanes) {
+            load_lanes<T>(p, off + i, c);
+            step_body_scalar<PREV>(s, mx, buf + i, c);
+        }
+        if (i < ce) {
+            tail_to_f32(p, T, off + i, ce - i, c, kScalarLanes);
+            step_body_scalar<PREV>(s, mx, buf + i, c);
+        }
+        step_fold_scalar(acc, s);
     }
-    if (i < len) {
-        tail_to_f32(p, T, off + i, len - i, c, kScalarLanes);
-        step_body_scalar<PREV>(a, buf + i, c);
-    }
-    out[0] = lanes_sum(a.norm);
+    out[0] = lanes_sum(acc.norm);
     if constexpr (PREV) {
-        out[1] = lanes_sum(a.dot);
-        out[2] = lanes_sum(a.l1);
-        out[3] = lanes_sum(a.l2);
-        out[4] = lanes_max(a.mx);
+        out[1] = lanes_sum(acc.dot);
+        out[2] = lanes_sum(acc.l1);
+        out[3] = lanes_sum(acc.l2);
+        out[4] = lanes_max(mx);
     }
 }
 
@@ -227,7 +283,9 @@ using TileFn = void (*)(const float* buf, int64_t S, int64_t i0, int64_t j0, int
 constexpr int kLoad = 1, kStore = 2;
 
 // Index of pair (i, j), i <= j, in the packed upper triangle.
-static inline int64_t pair_index(int64_t i, int64_t j, int64_t T) { return i * T - i * (i - 1) / 2 + (j - i); }
+static inline int64_t pair_index(int64_t i, int64_t j, int64_t T) {
+    return i * T - i * (i - 1) / 2 + (j - i);
+}
 
 // --- AVX-512 ----------------------------------------------------------------------------------------------
 
@@ -246,51 +304,55 @@ FPCORE_TARGET_AVX512 void conv_512(const void* p, int64_t off, int64_t len, floa
 template <int RI, int CJ>
 FPCORE_TARGET_AVX512 void tile_512(const float* buf, int64_t S, int64_t i0, int64_t j0, int64_t n, float* spill,
                                    int mode, int64_t T, double* out) {
-    __m512 g[RI][CJ], l[RI][CJ];
-#pragma GCC unroll 8
-    for (int r = 0; r < RI; ++r) {
-#pragma GCC unroll 8
-        for (int c = 0; c < CJ; ++c) {
-            if (mode & kLoad) {
-                g[r][c] = _mm512_load_ps(spill + (2 * (r * CJ + c)) * 16);
-                l[r][c] = _mm512_load_ps(spill + (2 * (r * CJ + c) + 1) * 16);
-            } else {
-                g[r][c] = l[r][c] = _mm512_setzero_ps();
-            }
-        }
-    }
+    constexpr int W = 16, NP = RI * CJ;
+    alignas(64) float local[2 * NP * W];
+    float* acc = spill != nullptr ? spill : local;  // block-level lanes: (dot, l2sq) of pair r * CJ + c
+    if (!(mode & kLoad)) std::memset(acc, 0, sizeof(local));
     const float* xi = buf + i0 * S;
     const float* xj = buf + j0 * S;
-    for (int64_t k = 0; k < n; k += 16) {
-        __m512 a[RI], b[CJ];
+    for (int64_t k0 = 0; k0 < n; k0 += kSubTile512) {
+        const int64_t ke = std::min(n, k0 + kSubTile512);
+        __m512 g[RI][CJ], l[RI][CJ];
 #pragma GCC unroll 8
-        for (int r = 0; r < RI; ++r) a[r] = _mm512_load_ps(xi + r * S + k);
+        for (int r = 0; r < RI; ++r) {
 #pragma GCC unroll 8
-        for (int c = 0; c < CJ; ++c) b[c] = _mm512_load_ps(xj + c * S + k);
+            for (int c = 0; c < CJ; ++c) g[r][c] = l[r][c] = _mm512_setzero_ps();
+        }
+        for (int64_t k = k0; k < ke; k += W) {
+            __m512 a[RI], b[CJ];
+#pragma GCC unroll 8
+            for (int r = 0; r < RI; ++r) a[r] = _mm512_load_ps(xi + r * S + k);
+#pragma GCC unroll 8
+            for (int c = 0; c < CJ; ++c) b[c] = _mm512_load_ps(xj + c * S + k);
+#pragma GCC unroll 8
+            for (int r = 0; r < RI; ++r) {
+#pragma GCC unroll 8
+                for (int c = 0; c < CJ; ++c) {
+                    const __m512 d = _mm512_sub_ps(a[r], b[c]);
+                    l[r][c] = _mm512_fmadd_ps(d, d, l[r][c]);
+                    g[r][c] = _mm512_fmadd_ps(a[r], b[c], g[r][c]);
+                }
+            }
+        }
 #pragma GCC unroll 8
         for (int r = 0; r < RI; ++r) {
 #pragma GCC unroll 8
             for (int c = 0; c < CJ; ++c) {
-                const __m512 d = _mm512_sub_ps(a[r], b[c]);
-                l[r][c] = _mm512_fmadd_ps(d, d, l[r][c]);
-                g[r][c] = _mm512_fmadd_ps(a[r], b[c], g[r][c]);
+                float* q = acc + 2 * (r * CJ + c) * W;
+                _mm512_store_ps(q, _mm512_add_ps(_mm512_load_ps(q), g[r][c]));
+                _mm512_store_ps(q + W, _mm512_add_ps(_mm512_load_ps(q + W), l[r][c]));
             }
         }
     }
-#pragma GCC unroll 8
+    if (mode & kStore) return;
     for (int r = 0; r < RI; ++r) {
-#pragma GCC unroll 8
         for (int c = 0; c < CJ; ++c) {
-            if (mode & kStore) {
-                _mm512_store_ps(spill + (2 * (r * CJ + c)) * 16, g[r][c]);
-                _mm512_store_ps(spill + (2 * (r * CJ + c) + 1) * 16, l[r][c]);
-            } else {
-                const int64_t i = i0 + r, j = j0 + c;
-                if (i <= j && j < T) {
-                    const int64_t q = pair_index(i, j, T);
-                    out[2 * q] = hsum_512(g[r][c]);
-                    out[2 * q + 1] = hsum_512(l[r][c]);
-                }
+            const int64_t i = i0 + r, j = j0 + c;
+            if (i <= j && j < T) {
+                const float* q = acc + 2 * (r * CJ + c) * W;
+                const int64_t p = pair_index(i, j, T);
+                out[2 * p] = hsum_512(_mm512_load_ps(q));
+                out[2 * p + 1] = hsum_512(_mm512_load_ps(q + W));
             }
         }
     }
@@ -311,53 +373,57 @@ FPCORE_TARGET_AVX2 void conv_256(const void* p, int64_t off, int64_t len, float*
 }
 
 template <int RI, int CJ>
-FPCORE_TARGET_AVX2 void tile_256(const float* buf, int64_t S, int64_t i0, int64_t j0, int64_t n, float* spill,
-                                 int mode, int64_t T, double* out) {
-    __m256 g[RI][CJ], l[RI][CJ];
-#pragma GCC unroll 8
-    for (int r = 0; r < RI; ++r) {
-#pragma GCC unroll 8
-        for (int c = 0; c < CJ; ++c) {
-            if (mode & kLoad) {
-                g[r][c] = _mm256_load_ps(spill + (2 * (r * CJ + c)) * 8);
-                l[r][c] = _mm256_load_ps(spill + (2 * (r * CJ + c) + 1) * 8);
-            } else {
-                g[r][c] = l[r][c] = _mm256_setzero_ps();
-            }
-        }
-    }
+FPCORE_TARGET_AVX2 void tile_256(const float* buf, int64_t S, int64_t i0, int64_t j0, int64_t n, float* spill, int mode,
+                                 int64_t T, double* out) {
+    constexpr int W = 8, NP = RI * CJ;
+    alignas(32) float local[2 * NP * W];
+    float* acc = spill != nullptr ? spill : local;  // block-level lanes: (dot, l2sq) of pair r * CJ + c
+    if (!(mode & kLoad)) std::memset(acc, 0, sizeof(local));
     const float* xi = buf + i0 * S;
     const float* xj = buf + j0 * S;
-    for (int64_t k = 0; k < n; k += 8) {
-        __m256 a[RI], b[CJ];
+    for (int64_t k0 = 0; k0 < n; k0 += kSubTile256) {
+        const int64_t ke = std::min(n, k0 + kSubTile256);
+        __m256 g[RI][CJ], l[RI][CJ];
 #pragma GCC unroll 8
-        for (int r = 0; r < RI; ++r) a[r] = _mm256_load_ps(xi + r * S + k);
+        for (int r = 0; r < RI; ++r) {
 #pragma GCC unroll 8
-        for (int c = 0; c < CJ; ++c) b[c] = _mm256_load_ps(xj + c * S + k);
+            for (int c = 0; c < CJ; ++c) g[r][c] = l[r][c] = _mm256_setzero_ps();
+        }
+        for (int64_t k = k0; k < ke; k += W) {
+            __m256 a[RI], b[CJ];
+#pragma GCC unroll 8
+            for (int r = 0; r < RI; ++r) a[r] = _mm256_load_ps(xi + r * S + k);
+#pragma GCC unroll 8
+            for (int c = 0; c < CJ; ++c) b[c] = _mm256_load_ps(xj + c * S + k);
+#pragma GCC unroll 8
+            for (int r = 0; r < RI; ++r) {
+#pragma GCC unroll 8
+                for (int c = 0; c < CJ; ++c) {
+                    const __m256 d = _mm256_sub_ps(a[r], b[c]);
+                    l[r][c] = _mm256_fmadd_ps(d, d, l[r][c]);
+                    g[r][c] = _mm256_fmadd_ps(a[r], b[c], g[r][c]);
+                }
+            }
+        }
 #pragma GCC unroll 8
         for (int r = 0; r < RI; ++r) {
 #pragma GCC unroll 8
             for (int c = 0; c < CJ; ++c) {
-                const __m256 d = _mm256_sub_ps(a[r], b[c]);
-                l[r][c] = _mm256_fmadd_ps(d, d, l[r][c]);
-                g[r][c] = _mm256_fmadd_ps(a[r], b[c], g[r][c]);
+                float* q = acc + 2 * (r * CJ + c) * W;
+                _mm256_store_ps(q, _mm256_add_ps(_mm256_load_ps(q), g[r][c]));
+                _mm256_store_ps(q + W, _mm256_add_ps(_mm256_load_ps(q + W), l[r][c]));
             }
         }
     }
-#pragma GCC unroll 8
+    if (mode & kStore) return;
     for (int r = 0; r < RI; ++r) {
-#pragma GCC unroll 8
         for (int c = 0; c < CJ; ++c) {
-            if (mode & kStore) {
-                _mm256_store_ps(spill + (2 * (r * CJ + c)) * 8, g[r][c]);
-                _mm256_store_ps(spill + (2 * (r * CJ + c) + 1) * 8, l[r][c]);
-            } else {
-                const int64_t i = i0 + r, j = j0 + c;
-                if (i <= j && j < T) {
-                    const int64_t q = pair_index(i, j, T);
-                    out[2 * q] = hsum_256(g[r][c]);
-                    out[2 * q + 1] = hsum_256(l[r][c]);
-                }
+            const int64_t i = i0 + r, j = j0 + c;
+            if (i <= j && j < T) {
+                const float* q = acc + 2 * (r * CJ + c) * W;
+                const int64_t p = pair_index(i, j, T);
+                out[2 * p] = hsum_256(_mm256_load_ps(q));
+                out[2 * p + 1] = hsum_256(_mm256_load_ps(q + W));
             }
         }
     }
@@ -375,43 +441,42 @@ void conv_scalar(const void* p, int64_t off, int64_t len, float* dst) {
 template <int RI, int CJ>
 void tile_scalar(const float* buf, int64_t S, int64_t i0, int64_t j0, int64_t n, float* spill, int mode, int64_t T,
                  double* out) {
-    constexpr int W = kScalarLanes;
-    float g[RI][CJ][W], l[RI][CJ][W];
-    for (int r = 0; r < RI; ++r) {
-        for (int c = 0; c < CJ; ++c) {
+    constexpr int W = kScalarLanes, NP = RI * CJ;
+    float local[2 * NP * W];
+    float* acc = spill != nullptr ? spill : local;  // block-level lanes: (dot, l2sq) of pair r * CJ + c
+    if (!(mode & kLoad)) std::memset(acc, 0, sizeof(local));
+    for (int64_t k0 = 0; k0 < n; k0 += kSubScalar) {
+        const int64_t ke = std::min(n, k0 + kSubScalar);
+        float g[NP][W] = {}, l[NP][W] = {};
+        for (int64_t k = k0; k < ke; k += W) {
+            for (int r = 0; r < RI; ++r) {
+                const float* a = buf + (i0 + r) * S + k;
+                for (int c = 0; c < CJ; ++c) {
+                    const float* b = buf + (j0 + c) * S + k;
+                    for (int w = 0; w < W; ++w) {
+                        const float d = a[w] - b[w];
+                        l[r * CJ + c][w] += d * d;
+                        g[r * CJ + c][w] += a[w] * b[w];
+                    }
+                }
+            }
+        }
+        for (int q = 0; q < NP; ++q) {
             for (int w = 0; w < W; ++w) {
-                g[r][c][w] = (mode & kLoad) ? spill[(2 * (r * CJ + c)) * W + w] : 0.0f;
-                l[r][c][w] = (mode & kLoad) ? spill[(2 * (r * CJ + c) + 1) * W + w] : 0.0f;
+                acc[2 * q * W + w] += g[q][w];
+                acc[(2 * q + 1) * W + w] += l[q][w];
             }
         }
     }
-    for (int64_t k = 0; k < n; k += W) {
-        for (int r = 0; r < RI; ++r) {
-            const float* a = buf + (i0 + r) * S + k;
-            for (int c = 0; c < CJ; ++c) {
-                const float* b = buf + (j0 + c) * S + k;
-                for (int w = 0; w < W; ++w) {
-                    const float d = a[w] - b[w];
-                    l[r][c][w] += d * d;
-                    g[r][c][w] += a[w] * b[w];
-                }
-            }
-        }
-    }
+    if (mode & kStore) return;
     for (int r = 0; r < RI; ++r) {
         for (int c = 0; c < CJ; ++c) {
-            if (mode & kStore) {
-                for (int w = 0; w < W; ++w) {
-                    spill[(2 * (r * CJ + c)) * W + w] = g[r][c][w];
-                    spill[(2 * (r * CJ + c) + 1) * W + w] = l[r][c][w];
-                }
-            } else {
-                const int64_t i = i0 + r, j = j0 + c;
-                if (i <= j && j < T) {
-                    const int64_t q = pair_index(i, j, T);
-                    out[2 * q] = lanes_sum(g[r][c]);
-                    out[2 * q + 1] = lanes_sum(l[r][c]);
-                }
+            const int64_t i = i0 + r, j = j0 + c;
+            if (i <= j && j < T) {
+                const float* q = acc + 2 * (r * CJ + c) * W;
+                const int64_t p = pair_index(i, j, T);
+                out[2 * p] = lanes_sum(q);
+                out[2 * p + 1] = lanes_sum(q + W);
             }
         }
     }
@@ -449,8 +514,46 @@ ConvFn pick_conv(Simd level, DType t, bool eo) {
     });
 }
 
-// fp32 buffer budget of trajectory_all per thread (T x S floats): about half the L2 of one core.
+// trajectory_all sub-chunk S: at most kAllSubMax elements, so that a tile's 6 rows (24 KB at S = 1024, 12 KB
+// at 512) stay in L1 while it runs; and T x S floats within kAllBufferBytes (about half of one core's L2).
+// Measured (2 threads, bf16, G pair-elements/s): T=16: S=4096 30, 1024 33, 512 38, 256 42; T=64: 48 / 54 /
+// 54 / 53; T=256: 55-59 for S = 512..4096 (the compute peak is ~64).
+constexpr int64_t kAllSubMax = 512;
 constexpr int64_t kAllBufferBytes = int64_t{1} << 20;
+
+// Prefetches a block's rows of all T checkpoints, a share of the lines at each call to next().
+class RowsPrefetcher {
+   public:
+    RowsPrefetcher(const Span* ckpt, int64_t T, int64_t nt, const Block* bl, int64_t calls)
+        : ckpt_(ckpt), T_(T), nt_(nt), bl_(bl) {
+        if (bl_ == nullptr) return;
+        int64_t lines = 0;
+        for (int64_t t = 0; t < T; ++t) lines += row_lines(t);
+        per_call_ = (lines + calls - 1) / std::max<int64_t>(calls, 1);
+    }
+    void next() {
+        for (int64_t k = 0; k < per_call_ && bl_ != nullptr && t_ < T_; ++k) {
+            const Span& s = ckpt_[t_ * nt_ + bl_->tensor];
+            _mm_prefetch(static_cast<const char*>(s.ptr) + bl_->off * dtype_size(s.t) + line_ * 64, _MM_HINT_T2);
+            if (++line_ >= row_lines(t_)) {
+                line_ = 0;
+                ++t_;
+            }
+        }
+    }
+
+   private:
+    int64_t row_lines(int64_t t) const { return (bl_->len * dtype_size(ckpt_[t * nt_ + bl_->tensor].t) + 63) / 64; }
+    const Span* ckpt_;
+    int64_t T_, nt_;
+    const Block* bl_;
+    int64_t per_call_ = 0, t_ = 0, line_ = 0;
+};
+
+// trajectory_consecutive prefetches the checkpoint block it will visit this many visits later (visits go
+// (block b, t = 0..T-1), then block b + 1). Measured on the target (T=16 x 64 MB bf16, 2 threads): no
+// prefetch ~0.55x of the read roofline; distance 1..4 into L2 all ~0.8-0.9x (2 slightly best); into L1 worse.
+constexpr int64_t kPrefetchVisits = 2;
 
 }  // namespace
 
@@ -471,16 +574,24 @@ void trajectory_consecutive(const Span* ckpt, int64_t T, int64_t ntensors, doubl
     const int64_t npair = T - 1;
     const int64_t nsum = T + 3 * npair, K = nsum + npair;
     const std::vector<Block> blocks = make_blocks(ckpt, nt);
+    const int64_t nb = static_cast<int64_t>(blocks.size());
     std::vector<double> res(static_cast<size_t>(K));
     fold_blocks(
-        static_cast<int64_t>(blocks.size()), K, nsum, std::max<int64_t>(1, 16 / T), res.data(),
-        [] { return FloatBuf(kBlock + 32); },
+        nb, K, nsum, std::max<int64_t>(1, 16 / T), res.data(), [] { return FloatBuf(kBlock + 32); },
         [&](int64_t b, double* out, FloatBuf& buf) {
             const Block& bl = blocks[b];
             for (int64_t t = 0; t < T; ++t) {
                 const int64_t s = t * nt + bl.tensor;
+                Prefetcher pf;  // the visit kPrefetchVisits later: (block b, t + k) or on into block b + 1
+                pf.p = static_cast<const char*>(ckpt[s].ptr) + bl.off * dtype_size(ckpt[s].t);
+                const int64_t v = t + kPrefetchVisits, pb = b + v / T;
+                if (pb < nb) {
+                    const Span& ns = ckpt[(v % T) * nt + blocks[pb].tensor];
+                    pf.p = static_cast<const char*>(ns.ptr) + blocks[pb].off * dtype_size(ns.t);
+                    pf.stride = 64 * std::max<int64_t>(1, dtype_size(ns.t) / dtype_size(ckpt[s].t));
+                }
                 double o[5];
-                fns[s](ckpt[s].ptr, bl.off, bl.len, buf.get(), o);
+                fns[s](ckpt[s].ptr, bl.off, bl.len, buf.get(), o, pf);
                 out[t] = o[0];
                 if (t > 0) {
                     out[T + 3 * (t - 1)] = o[1];
@@ -510,7 +621,7 @@ void trajectory_all(const Span* ckpt, int64_t T, int64_t ntensors, double* dot, 
         for (int64_t i = 0; i < nt; ++i) convs[t * nt + i] = pick_conv(level, ckpt[t * nt + i].t, eo[i]);
     }
     const int64_t Tpad = (T + 3) / 4 * 4;
-    int64_t S = kBlock;
+    int64_t S = kAllSubMax;  // sub-chunk: a power of two >= 256, so sub-chunks are whole sub-blocks
     while (S > 256 && Tpad * S * static_cast<int64_t>(sizeof(float)) > kAllBufferBytes) S /= 2;
     int64_t ntiles = 0;
     for (int64_t i0 = 0; i0 < T; i0 += lv.ri) {
@@ -519,16 +630,19 @@ void trajectory_all(const Span* ckpt, int64_t T, int64_t ntensors, double* dot, 
     const int64_t tile_floats = 2 * lv.ri * lv.cj * lv.lanes;
     const int64_t K = T * (T + 1);  // (dot, l2sq) of each pair i <= j
     const std::vector<Block> blocks = make_blocks(ckpt, nt);
+    const int64_t nb = static_cast<int64_t>(blocks.size());
     struct Scratch {
         FloatBuf buf, spill;
     };
     std::vector<double> res(static_cast<size_t>(K));
     fold_blocks(
-        static_cast<int64_t>(blocks.size()), K, K, std::max<int64_t>(1, 16 / (T * T)), res.data(),
+        nb, K, K, std::max<int64_t>(1, 16 / (T * T)), res.data(),
         [&] { return Scratch{FloatBuf(Tpad * S), S < kBlock ? FloatBuf(ntiles * tile_floats) : FloatBuf()}; },
         [&](int64_t b, double* out, Scratch& s) {
             const Block& bl = blocks[b];
             const int64_t nsub = (bl.len + S - 1) / S;
+            // The next block's rows stream into L2 while this block's tiles compute.
+            RowsPrefetcher pf(ckpt, T, nt, b + 1 < nb ? &blocks[b + 1] : nullptr, nsub * ntiles);
             for (int64_t sub = 0; sub < nsub; ++sub) {
                 const int64_t s0 = sub * S, slen = std::min(S, bl.len - s0);
                 const int64_t n = (slen + lv.step - 1) / lv.step * lv.step;
@@ -540,7 +654,8 @@ void trajectory_all(const Span* ckpt, int64_t T, int64_t ntensors, double* dot, 
                 int64_t idx = 0;
                 for (int64_t i0 = 0; i0 < T; i0 += lv.ri) {
                     for (int64_t j0 = i0 / lv.cj * lv.cj; j0 < T; j0 += lv.cj, ++idx) {
-                        float* spill = mode != 0 ? s.spill.get() + idx * tile_floats : nullptr;
+                        pf.next();
+                        float* spill = nsub > 1 ? s.spill.get() + idx * tile_floats : nullptr;
                         lv.tile(s.buf.get(), S, i0, j0, n, spill, mode, T, out);
                     }
                 }
