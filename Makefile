@@ -6,12 +6,13 @@ PIP := $(PY) -m pip
 PIPC := $(PIP) install -q -c constraints.txt
 NATIVE_SRC := $(shell find csrc -name '*.cpp' -o -name '*.h') CMakeLists.txt setup.py
 
-.PHONY: demo test lint format native bench bench-report clean help
+.PHONY: demo test lint format native bench bench-gpu clean help
 
 help:
 	@echo "make demo    set up, then run the main job (benchmark ratio table for now)"
 	@echo "make test    set up, lint, then run the test suite"
-	@echo "make bench   full pytest-benchmark suite (>= 256 MB operands), JSON in bench-results/"
+	@echo "make bench   full CPU benchmark suite (>= 256 MB operands); regenerates the README table"
+	@echo "make bench-gpu   Triton benchmarks + gpu_check on a CUDA machine"
 
 $(VENV)/.deps: requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,10 +41,19 @@ format: $(VENV)/.deps
 test: native lint
 	$(PY) -m pytest -q tests
 
+# The CPU suite (operands >= 256 MB); its JSON and plot are kept in docs/perf and the README's CPU
+# table is regenerated from them.
 bench: native
-	mkdir -p bench-results
-	$(PY) -m pytest benchmarks -q --benchmark-json=bench-results/bench.json
-	$(PY) -m fpcore.bench_report bench-results/bench.json
+	mkdir -p docs/perf
+	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-json=docs/perf/cpu_bench.json
+	$(PY) -m fpcore.bench_report docs/perf/cpu_bench.json --update-readme README.md --section cpu
+
+# On a machine with a CUDA GPU and its own torch + triton (no virtualenv needed there).
+bench-gpu:
+	mkdir -p docs/perf
+	python3 -m pytest benchmarks/bench_triton.py -q -p no:cacheprovider --benchmark-json=docs/perf/gpu_bench.json
+	python3 -m fpcore.bench_report docs/perf/gpu_bench.json --update-readme README.md --section gpu
+	python3 benchmarks/gpu_check.py
 
 # For now the main job is the performance table: the headline benchmarks, then the ratio table.
 demo: native

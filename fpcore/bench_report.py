@@ -15,8 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-START = "<!-- perf-table:start -->"
-END = "<!-- perf-table:end -->"
+MARKER = "<!-- perf-{section}:{edge} -->"
 
 
 @dataclass
@@ -57,7 +56,15 @@ FLOORS = [
         "test_headline_peer_pol_loop",
         10.0,
     ),
+    Floor("GPU stamp bf16+bf16->bf16 vs device-to-device copy", "test_stamp_bf16_bf16", None, 0.85),
+    Floor("GPU stamp bf16+fp32->bf16 vs device-to-device copy", "test_stamp_bf16_f32tau", None, 0.85),
 ]
+
+
+def median_ms(b: dict) -> float:
+    """The op's median in ms: the kernel time a benchmark recorded itself (GPU: CUDA-event median of
+    triton's do_bench), else pytest-benchmark's wall-clock median."""
+    return b.get("extra_info", {}).get("ms") or b["stats"]["median"] * 1e3
 
 
 def load(path: str | Path) -> dict:
@@ -77,7 +84,7 @@ def rows(data: dict) -> list[dict]:
                 "name": b["name"],
                 "impl": ex.get("impl", ""),
                 "what": ex.get("dtypes") or (f"T={ex['T']} x {ex['ckpt_mb']} MB" if "T" in ex else ex.get("op", "")),
-                "median_ms": b["stats"]["median"] * 1e3,
+                "median_ms": median_ms(b),
                 "gbps": ex.get("gbps"),
                 "ratio": ex.get("ratio_to_roofline"),
                 "roofline_gbps": ex.get("roofline_gbps"),
@@ -93,12 +100,11 @@ def floors(data: dict) -> list[dict]:
         num = by_name.get(f.num)
         den = by_name.get(f.den) if f.den else None
         if num is None or (f.den and den is None):
-            out.append({"label": f.label, "measured": None, "target": f.target, "ok": None})
-            continue
+            continue  # this run did not measure that floor (e.g. a GPU-only run)
         if f.den is None:
             measured = num["extra_info"].get("ratio_to_roofline")
         else:
-            measured = den["stats"]["median"] / num["stats"]["median"]
+            measured = median_ms(den) / median_ms(num)
         out.append(
             {
                 "label": f.label,
@@ -110,6 +116,16 @@ def floors(data: dict) -> list[dict]:
     return out
 
 
+def _is_fpcore(r: dict) -> bool:
+    if r["impl"]:
+        return r["impl"] == "fpcore"
+    return not r["name"].startswith(("test_copy", "test_torch", "test_foreach"))  # GPU rows name their peers
+
+
+def _short(name: str) -> str:
+    return name.removeprefix("test_").removeprefix("headline_")
+
+
 def _fmt(x: float | None, nd: int = 2) -> str:
     return "—" if x is None else f"{x:.{nd}f}"
 
@@ -117,9 +133,11 @@ def _fmt(x: float | None, nd: int = 2) -> str:
 def markdown(data: dict) -> str:
     mi = data.get("machine_info", {})
     cpu = mi.get("cpu", {}).get("brand_raw") or mi.get("processor") or platform.processor()
+    devices = sorted({b.get("extra_info", {}).get("device") for b in data["benchmarks"]} - {None})
+    where = ", ".join(devices) if devices else f"{cpu} ({mi.get('cpu', {}).get('count', '?')} cores)"
     lines = [
-        f"Measured by `make bench` on {cpu} ({mi.get('cpu', {}).get('count', '?')} cores), "
-        f"{data.get('datetime', '')[:19]}; medians; ratios use the roofline measured in the same run.",
+        f"Measured on {where}, {data.get('datetime', '')[:19]}; medians; ratios use the roofline measured in the "
+        "same run.",
         "",
         "| floor | measured | target | |",
         "|---|---:|---:|---|",
@@ -133,7 +151,7 @@ def markdown(data: dict) -> str:
         "|---|---|---|---|---:|---:|---:|",
     ]
     for r in sorted(rows(data), key=lambda r: (r["group"], r["median_ms"])):
-        name = r["name"].removeprefix("test_").removeprefix("headline_")
+        name = _short(r["name"])
         cells = [r["group"], name, r["impl"], r["what"], f"{r['median_ms']:.1f}", _fmt(r["gbps"], 1), _fmt(r["ratio"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -150,8 +168,8 @@ def plot(data: dict, path: str | Path) -> None:
     fig, axes = plt.subplots(len(groups), 1, figsize=(10, 2.2 + 0.45 * len(rs)), squeeze=False)
     for ax, g in zip(axes[:, 0], groups, strict=True):
         gr = sorted((r for r in rs if r["group"] == g), key=lambda r: r["gbps"])
-        labels = [f"{r['impl']} {r['what']}" for r in gr]
-        colors = ["tab:green" if r["impl"] == "fpcore" else "tab:gray" for r in gr]
+        labels = [_short(r["name"]) + (f" ({r['impl']})" if r["impl"] else "") for r in gr]
+        colors = ["tab:green" if _is_fpcore(r) else "tab:gray" for r in gr]
         ax.barh(labels, [r["gbps"] for r in gr], color=colors)
         roofs = {r["roofline_gbps"] for r in gr if r["roofline_gbps"]}
         for roof in roofs:
@@ -162,15 +180,17 @@ def plot(data: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
-def update_readme(readme: str | Path, table: str) -> None:
+def update_readme(readme: str | Path, table: str, section: str) -> None:
+    """Replace the text between the README's perf-SECTION markers (atomically: temp + rename)."""
     p = Path(readme)
     text = p.read_text()
-    if START not in text or END not in text:
-        raise ValueError(f"bench_report: {readme} has no {START} ... {END} markers")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
+    start, end = MARKER.format(section=section, edge="start"), MARKER.format(section=section, edge="end")
+    if start not in text or end not in text:
+        raise ValueError(f"bench_report: {readme} has no {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
     tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(head + START + "\n" + table + END + tail)
+    tmp.write_text(head + start + "\n" + table + end + tail)
     tmp.replace(p)
 
 
@@ -179,19 +199,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("results", help="pytest-benchmark JSON (from --benchmark-json)")
     ap.add_argument("--png", help="write a bar chart here (default: next to the JSON)")
     ap.add_argument("--update-readme", metavar="README", help="rewrite the README's performance section")
+    ap.add_argument("--section", default="cpu", help="which README section (markers perf-SECTION:start/end)")
     args = ap.parse_args(argv)
+    png = args.png or str(Path(args.results).with_suffix(".png"))
     try:
         data = load(args.results)
     except (OSError, ValueError) as exc:
         print(f"bench_report: {exc}", file=sys.stderr)
         return 2
     table = markdown(data)
+    if args.update_readme:
+        table += f"\n![{args.section} benchmarks]({Path(png).as_posix()})\n"
     print(table)
-    png = args.png or str(Path(args.results).with_suffix(".png"))
     plot(data, png)
     print(f"plot: {png}")
     if args.update_readme:
-        update_readme(args.update_readme, table)
+        update_readme(args.update_readme, table, args.section)
         print(f"updated: {args.update_readme}")
     return 0
 
