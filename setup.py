@@ -30,6 +30,9 @@ class CMakeBuild(build_ext):
             print(f"fpcore: native extension not built ({exc}); the reference backend will serve.", file=sys.stderr)
 
     def build_extension(self, ext: Extension) -> None:
+        if os.environ.get("FPCORE_SKIP_NATIVE_BUILD") == "1":  # the Makefile builds it in place itself
+            print("fpcore: FPCORE_SKIP_NATIVE_BUILD=1, native extension not built here", file=sys.stderr)
+            return
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
         build_temp = Path(self.build_temp).resolve() / "cmake"
         build_temp.mkdir(parents=True, exist_ok=True)
