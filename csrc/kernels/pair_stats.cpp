@@ -39,201 +39,59 @@ using namespace reduce;
 // One block: out = {dot, xx, yy, l1, l2sq, linf} of elements off .. off+len-1.
 using PairFn = void (*)(const void* xp, const void* yp, int64_t off, int64_t len, double* out);
 
-// --- AVX-512 ----------------------------------------------------------------------------------------------
+// One step of the pair kernel at level Isa (EO: the bf16 even/odd lane order for full steps).
+template <class Isa, bool EO>
+struct PairKernel {
+    using V = typename Isa::V;
+    Sums<Isa, 5, 1> sums;  // dot, xx, yy, l1, l2; max |d|
 
-struct PairSum512 {
-    __m512 dot, xx, yy, l1, l2;
+    template <bool FULL, DType TX, DType TY>
+    void step(const void* const* p, int64_t j, int64_t) {
+        if constexpr (FULL) {
+            Isa::template prefetch<TX>(p[0], j);
+            Isa::template prefetch<TY>(p[1], j);
+        }
+        V x[Isa::kSets], y[Isa::kSets];
+        Isa::template load<TX, EO && FULL>(p[0], j, x);
+        Isa::template load<TY, EO && FULL>(p[1], j, y);
+        for (int h = 0; h < Isa::kSets; ++h) {
+            V* a = sums.sub[h];
+            V d, ad;
+            Isa::sub(d, x[h], y[h]);
+            Isa::abs(ad, d);
+            Isa::fmadd(a[0], x[h], y[h]);
+            Isa::fmadd(a[1], x[h], x[h]);
+            Isa::fmadd(a[2], y[h], y[h]);
+            Isa::fmadd(a[4], d, d);
+            Isa::add(a[3], a[3], ad);
+            Isa::max(sums.mx[0][h], ad);
+        }
+    }
 };
 
-FPCORE_TARGET_AVX512 static inline void pair_zero_512(PairSum512& a) {
-    a.dot = a.xx = a.yy = a.l1 = a.l2 = _mm512_setzero_ps();
+template <class Isa, bool EO, DType TX, DType TY>
+static inline void pair_block(const void* xp, const void* yp, int64_t off, int64_t len, double* out) {
+    PairKernel<Isa, EO> k;
+    const void* p[2] = {xp, yp};
+    run_block<Isa, TX, TY>(k, p, off, len, out);
 }
 
-FPCORE_TARGET_AVX512 static inline void pair_step_512(PairSum512& a, __m512& mx, __m512 x, __m512 y) {
-    const __m512 d = _mm512_sub_ps(x, y);
-    const __m512 ad = _mm512_abs_ps(d);
-    a.dot = _mm512_fmadd_ps(x, y, a.dot);
-    a.xx = _mm512_fmadd_ps(x, x, a.xx);
-    a.yy = _mm512_fmadd_ps(y, y, a.yy);
-    a.l2 = _mm512_fmadd_ps(d, d, a.l2);
-    a.l1 = _mm512_add_ps(a.l1, ad);
-    mx = _mm512_max_ps(mx, ad);
-}
-
-// acc += s0 + s1 (end of a sub-block).
-FPCORE_TARGET_AVX512 static inline void pair_fold_512(PairSum512& acc, const PairSum512& s0, const PairSum512& s1) {
-    acc.dot = _mm512_add_ps(acc.dot, _mm512_add_ps(s0.dot, s1.dot));
-    acc.xx = _mm512_add_ps(acc.xx, _mm512_add_ps(s0.xx, s1.xx));
-    acc.yy = _mm512_add_ps(acc.yy, _mm512_add_ps(s0.yy, s1.yy));
-    acc.l1 = _mm512_add_ps(acc.l1, _mm512_add_ps(s0.l1, s1.l1));
-    acc.l2 = _mm512_add_ps(acc.l2, _mm512_add_ps(s0.l2, s1.l2));
-}
-
+// Per-level entry points: the level's target, everything inlined into them.
 template <DType TX, DType TY, bool EO>
-FPCORE_TARGET_AVX512 void pair_block_512(const void* xp, const void* yp, int64_t off, int64_t len, double* out) {
-    PairSum512 acc;
-    pair_zero_512(acc);
-    __m512 mx0 = _mm512_setzero_ps(), mx1 = _mm512_setzero_ps();
-    for (int64_t c0 = 0; c0 < len; c0 += kSub512) {
-        const int64_t ce = std::min(len, c0 + kSub512);
-        PairSum512 s0, s1;
-        pair_zero_512(s0);
-        pair_zero_512(s1);
-        int64_t i = c0;
-        for (; i + 32 <= ce; i += 32) {
-            prefetch_ahead<TX, 32>(xp, off + i);
-            prefetch_ahead<TY, 32>(yp, off + i);
-            __m512 x0, x1, y0, y1;
-            ld2_512<TX, EO>(xp, off + i, x0, x1);
-            ld2_512<TY, EO>(yp, off + i, y0, y1);
-            pair_step_512(s0, mx0, x0, y0);
-            pair_step_512(s1, mx1, x1, y1);
-        }
-        if (i < ce) {
-            alignas(64) float tx[32], ty[32];
-            tail_to_f32(xp, TX, off + i, ce - i, tx, 32);
-            tail_to_f32(yp, TY, off + i, ce - i, ty, 32);
-            __m512 x0, x1, y0, y1;
-            ld2_512<DType::F32, false>(tx, 0, x0, x1);
-            ld2_512<DType::F32, false>(ty, 0, y0, y1);
-            pair_step_512(s0, mx0, x0, y0);
-            pair_step_512(s1, mx1, x1, y1);
-        }
-        pair_fold_512(acc, s0, s1);
-    }
-    out[0] = hsum_512(acc.dot);
-    out[1] = hsum_512(acc.xx);
-    out[2] = hsum_512(acc.yy);
-    out[3] = hsum_512(acc.l1);
-    out[4] = hsum_512(acc.l2);
-    out[5] = hmax2_512(mx0, mx1);
-}
-
-// --- AVX2 -------------------------------------------------------------------------------------------------
-
-struct PairSum256 {
-    __m256 dot, xx, yy, l1, l2;
-};
-
-FPCORE_TARGET_AVX2 static inline void pair_zero_256(PairSum256& a) {
-    a.dot = a.xx = a.yy = a.l1 = a.l2 = _mm256_setzero_ps();
-}
-
-FPCORE_TARGET_AVX2 static inline void pair_step_256(PairSum256& a, __m256& mx, __m256 x, __m256 y) {
-    const __m256 d = _mm256_sub_ps(x, y);
-    const __m256 ad = abs_256(d);
-    a.dot = _mm256_fmadd_ps(x, y, a.dot);
-    a.xx = _mm256_fmadd_ps(x, x, a.xx);
-    a.yy = _mm256_fmadd_ps(y, y, a.yy);
-    a.l2 = _mm256_fmadd_ps(d, d, a.l2);
-    a.l1 = _mm256_add_ps(a.l1, ad);
-    mx = _mm256_max_ps(mx, ad);
-}
-
-FPCORE_TARGET_AVX2 static inline void pair_fold_256(PairSum256& acc, const PairSum256& s0, const PairSum256& s1) {
-    acc.dot = _mm256_add_ps(acc.dot, _mm256_add_ps(s0.dot, s1.dot));
-    acc.xx = _mm256_add_ps(acc.xx, _mm256_add_ps(s0.xx, s1.xx));
-    acc.yy = _mm256_add_ps(acc.yy, _mm256_add_ps(s0.yy, s1.yy));
-    acc.l1 = _mm256_add_ps(acc.l1, _mm256_add_ps(s0.l1, s1.l1));
-    acc.l2 = _mm256_add_ps(acc.l2, _mm256_add_ps(s0.l2, s1.l2));
+FPCORE_TARGET_AVX512 FPCORE_FLATTEN void pair_block_512(const void* xp, const void* yp, int64_t off, int64_t len,
+                                                        double* out) {
+    pair_block<Avx512, EO, TX, TY>(xp, yp, off, len, out);
 }
 
 template <DType TX, DType TY>
-FPCORE_TARGET_AVX2 void pair_block_256(const void* xp, const void* yp, int64_t off, int64_t len, double* out) {
-    PairSum256 acc;
-    pair_zero_256(acc);
-    __m256 mx0 = _mm256_setzero_ps(), mx1 = _mm256_setzero_ps();
-    for (int64_t c0 = 0; c0 < len; c0 += kSub256) {
-        const int64_t ce = std::min(len, c0 + kSub256);
-        PairSum256 s0, s1;
-        pair_zero_256(s0);
-        pair_zero_256(s1);
-        int64_t i = c0;
-        for (; i + 16 <= ce; i += 16) {
-            prefetch_ahead<TX, 16>(xp, off + i);
-            prefetch_ahead<TY, 16>(yp, off + i);
-            __m256 x0, x1, y0, y1;
-            ld2_256<TX>(xp, off + i, x0, x1);
-            ld2_256<TY>(yp, off + i, y0, y1);
-            pair_step_256(s0, mx0, x0, y0);
-            pair_step_256(s1, mx1, x1, y1);
-        }
-        if (i < ce) {
-            alignas(32) float tx[16], ty[16];
-            tail_to_f32(xp, TX, off + i, ce - i, tx, 16);
-            tail_to_f32(yp, TY, off + i, ce - i, ty, 16);
-            __m256 x0, x1, y0, y1;
-            ld2_256<DType::F32>(tx, 0, x0, x1);
-            ld2_256<DType::F32>(ty, 0, y0, y1);
-            pair_step_256(s0, mx0, x0, y0);
-            pair_step_256(s1, mx1, x1, y1);
-        }
-        pair_fold_256(acc, s0, s1);
-    }
-    out[0] = hsum_256(acc.dot);
-    out[1] = hsum_256(acc.xx);
-    out[2] = hsum_256(acc.yy);
-    out[3] = hsum_256(acc.l1);
-    out[4] = hsum_256(acc.l2);
-    out[5] = hmax2_256(mx0, mx1);
-}
-
-// --- Scalar -----------------------------------------------------------------------------------------------
-
-struct PairSumS {
-    float dot[kScalarLanes], xx[kScalarLanes], yy[kScalarLanes], l1[kScalarLanes], l2[kScalarLanes];
-};
-
-static inline void pair_step_scalar(PairSumS& a, float* mx, const float* x, const float* y) {
-    for (int l = 0; l < kScalarLanes; ++l) {
-        const float d = x[l] - y[l];
-        const float ad = std::fabs(d);
-        a.dot[l] += x[l] * y[l];
-        a.xx[l] += x[l] * x[l];
-        a.yy[l] += y[l] * y[l];
-        a.l2[l] += d * d;
-        a.l1[l] += ad;
-        mx[l] = ad > mx[l] ? ad : mx[l];
-    }
-}
-
-static inline void pair_fold_scalar(PairSumS& acc, const PairSumS& s) {
-    for (int l = 0; l < kScalarLanes; ++l) {
-        acc.dot[l] += s.dot[l];
-        acc.xx[l] += s.xx[l];
-        acc.yy[l] += s.yy[l];
-        acc.l1[l] += s.l1[l];
-        acc.l2[l] += s.l2[l];
-    }
+FPCORE_TARGET_AVX2 FPCORE_FLATTEN void pair_block_256(const void* xp, const void* yp, int64_t off, int64_t len,
+                                                      double* out) {
+    pair_block<Avx2, false, TX, TY>(xp, yp, off, len, out);
 }
 
 template <DType TX, DType TY>
-void pair_block_scalar(const void* xp, const void* yp, int64_t off, int64_t len, double* out) {
-    PairSumS acc = {};
-    float mx[kScalarLanes] = {};
-    float x[kScalarLanes], y[kScalarLanes];
-    for (int64_t c0 = 0; c0 < len; c0 += kSubScalar) {
-        const int64_t ce = std::min(len, c0 + kSubScalar);
-        PairSumS s = {};
-        int64_t i = c0;
-        for (; i + kScalarLanes <= ce; i += kScalarLanes) {
-            load_lanes<TX>(xp, off + i, x);
-            load_lanes<TY>(yp, off + i, y);
-            pair_step_scalar(s, mx, x, y);
-        }
-        if (i < ce) {
-            tail_to_f32(xp, TX, off + i, ce - i, x, kScalarLanes);
-            tail_to_f32(yp, TY, off + i, ce - i, y, kScalarLanes);
-            pair_step_scalar(s, mx, x, y);
-        }
-        pair_fold_scalar(acc, s);
-    }
-    out[0] = lanes_sum(acc.dot);
-    out[1] = lanes_sum(acc.xx);
-    out[2] = lanes_sum(acc.yy);
-    out[3] = lanes_sum(acc.l1);
-    out[4] = lanes_sum(acc.l2);
-    out[5] = lanes_max(mx);
+FPCORE_FLATTEN void pair_block_scalar(const void* xp, const void* yp, int64_t off, int64_t len, double* out) {
+    pair_block<Scalar, false, TX, TY>(xp, yp, off, len, out);
 }
 
 // --- Dispatch ---------------------------------------------------------------------------------------------

@@ -277,6 +277,184 @@ FPCORE_TARGET_AVX2 static inline __m256 abs_256(__m256 v) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// SIMD levels as types, for the shared block driver (run_block). A step is kSets lane sets of V (kLanes fp32
+// lanes each): avx512 2 x 16, avx2 2 x 8, scalar 1 x 16 (plain C++ lanes). The ops are each level's own
+// arithmetic: fmadd is fused on avx512/avx2 and multiply-then-add on scalar; max keeps m when v is NaN on
+// scalar (the SIMD max instructions return v).
+//
+// ABI: the driver and the kernels' steps are shared, untargeted templates. So that no untargeted function
+// ever passes or returns a vector by value (GCC -Wpsabi), every op takes its operands by reference and
+// writes its result through one. Each kernel's per-level entry point carries the level's target attribute
+// and FPCORE_FLATTEN: the driver, the step and the ops are all inlined into it and compiled under its
+// target; the scalar entry points are untargeted and touch no vector type.
+
+// Marks a kernel's per-level entry point: everything it calls is inlined into it, under its target.
+#define FPCORE_FLATTEN __attribute__((flatten))
+
+struct Avx512 {
+    using V = __m512;
+    static constexpr int kLanes = 16, kSets = 2;
+    static constexpr int64_t kStep = 32, kSub = kSub512;
+    template <DType T, bool EO>
+    FPCORE_TARGET_AVX512 static inline void load(const void* p, int64_t i, V* v) {
+        ld2_512<T, EO>(p, i, v[0], v[1]);
+    }
+    template <DType T>
+    static inline void prefetch(const void* p, int64_t i) {
+        prefetch_ahead<T, kStep>(p, i);
+    }
+    // Trajectory visits: a prefetch line every step.
+    static inline void prefetch_visit(Prefetcher& pf, int64_t) { pf.step(); }
+    FPCORE_TARGET_AVX512 static inline void load_buf(V& r, const float* p) { r = _mm512_load_ps(p); }
+    FPCORE_TARGET_AVX512 static inline void store_buf(float* p, const V& v) { _mm512_store_ps(p, v); }
+    FPCORE_TARGET_AVX512 static inline void zero(V& r) { r = _mm512_setzero_ps(); }
+    FPCORE_TARGET_AVX512 static inline void add(V& r, const V& a, const V& b) { r = _mm512_add_ps(a, b); }
+    FPCORE_TARGET_AVX512 static inline void sub(V& r, const V& a, const V& b) { r = _mm512_sub_ps(a, b); }
+    // acc = a * b + acc
+    FPCORE_TARGET_AVX512 static inline void fmadd(V& acc, const V& a, const V& b) { acc = _mm512_fmadd_ps(a, b, acc); }
+    FPCORE_TARGET_AVX512 static inline void abs(V& r, const V& a) { r = _mm512_abs_ps(a); }
+    // m = max(m, v)
+    FPCORE_TARGET_AVX512 static inline void max(V& m, const V& v) { m = _mm512_max_ps(m, v); }
+    FPCORE_TARGET_AVX512 static inline double hsum(const V& a) { return hsum_512(a); }
+    FPCORE_TARGET_AVX512 static inline double hmax(const V* m) { return hmax2_512(m[0], m[1]); }
+};
+
+struct Avx2 {
+    using V = __m256;
+    static constexpr int kLanes = 8, kSets = 2;
+    static constexpr int64_t kStep = 16, kSub = kSub256;
+    template <DType T, bool>
+    FPCORE_TARGET_AVX2 static inline void load(const void* p, int64_t i, V* v) {
+        ld2_256<T>(p, i, v[0], v[1]);
+    }
+    template <DType T>
+    static inline void prefetch(const void* p, int64_t i) {
+        prefetch_ahead<T, kStep>(p, i);
+    }
+    // Trajectory visits: a prefetch line every other step (every 32 elements).
+    static inline void prefetch_visit(Prefetcher& pf, int64_t i) {
+        if ((i & 31) == 0) pf.step();
+    }
+    FPCORE_TARGET_AVX2 static inline void load_buf(V& r, const float* p) { r = _mm256_load_ps(p); }
+    FPCORE_TARGET_AVX2 static inline void store_buf(float* p, const V& v) { _mm256_store_ps(p, v); }
+    FPCORE_TARGET_AVX2 static inline void zero(V& r) { r = _mm256_setzero_ps(); }
+    FPCORE_TARGET_AVX2 static inline void add(V& r, const V& a, const V& b) { r = _mm256_add_ps(a, b); }
+    FPCORE_TARGET_AVX2 static inline void sub(V& r, const V& a, const V& b) { r = _mm256_sub_ps(a, b); }
+    FPCORE_TARGET_AVX2 static inline void fmadd(V& acc, const V& a, const V& b) { acc = _mm256_fmadd_ps(a, b, acc); }
+    FPCORE_TARGET_AVX2 static inline void abs(V& r, const V& a) { r = abs_256(a); }
+    FPCORE_TARGET_AVX2 static inline void max(V& m, const V& v) { m = _mm256_max_ps(m, v); }
+    FPCORE_TARGET_AVX2 static inline double hsum(const V& a) { return hsum_256(a); }
+    FPCORE_TARGET_AVX2 static inline double hmax(const V* m) { return hmax2_256(m[0], m[1]); }
+};
+
+struct ScalarLanes {
+    float v[kScalarLanes];
+};
+
+struct Scalar {
+    using V = ScalarLanes;
+    static constexpr int kLanes = kScalarLanes, kSets = 1;
+    static constexpr int64_t kStep = kScalarLanes, kSub = kSubScalar;
+    template <DType T, bool>
+    static inline void load(const void* p, int64_t i, V* v) {
+        load_lanes<T>(p, i, v[0].v);
+    }
+    template <DType T>
+    static inline void prefetch(const void*, int64_t) {}
+    static inline void prefetch_visit(Prefetcher&, int64_t) {}
+    static inline void load_buf(V& r, const float* p) {
+        for (int l = 0; l < kLanes; ++l) r.v[l] = p[l];
+    }
+    static inline void store_buf(float* p, const V& a) {
+        for (int l = 0; l < kLanes; ++l) p[l] = a.v[l];
+    }
+    static inline void zero(V& r) { r = V{}; }
+    static inline void add(V& r, const V& a, const V& b) {
+        for (int l = 0; l < kLanes; ++l) r.v[l] = a.v[l] + b.v[l];
+    }
+    static inline void sub(V& r, const V& a, const V& b) {
+        for (int l = 0; l < kLanes; ++l) r.v[l] = a.v[l] - b.v[l];
+    }
+    static inline void fmadd(V& acc, const V& a, const V& b) {
+        for (int l = 0; l < kLanes; ++l) acc.v[l] += a.v[l] * b.v[l];
+    }
+    static inline void abs(V& r, const V& a) {
+        for (int l = 0; l < kLanes; ++l) r.v[l] = std::fabs(a.v[l]);
+    }
+    static inline void max(V& m, const V& a) {
+        for (int l = 0; l < kLanes; ++l) m.v[l] = a.v[l] > m.v[l] ? a.v[l] : m.v[l];
+    }
+    static inline double hsum(const V& a) { return lanes_sum(a.v); }
+    static inline double hmax(const V* m) { return lanes_max(m[0].v); }
+};
+
+// NS fp32 sums, two-level: sub[set][k] for the current sub-block, acc[k] for the block; plus the running
+// max of NM metrics per set (the max has no sub-block level).
+template <class Isa, int NS, int NM>
+struct Sums {
+    using V = typename Isa::V;
+    V acc[NS], sub[Isa::kSets][NS], mx[NM > 0 ? NM : 1][Isa::kSets];
+    Sums() {
+        for (int k = 0; k < NS; ++k) Isa::zero(acc[k]);
+        for (int m = 0; m < NM; ++m) {
+            for (int h = 0; h < Isa::kSets; ++h) Isa::zero(mx[m][h]);
+        }
+    }
+    void begin_sub() {
+        for (int h = 0; h < Isa::kSets; ++h) {
+            for (int k = 0; k < NS; ++k) Isa::zero(sub[h][k]);
+        }
+    }
+    // acc += sub[0] (+ sub[1]).
+    void end_sub() {
+        for (int k = 0; k < NS; ++k) {
+            if constexpr (Isa::kSets == 2) {
+                V s;
+                Isa::add(s, sub[0][k], sub[1][k]);
+                Isa::add(acc[k], acc[k], s);
+            } else {
+                Isa::add(acc[k], acc[k], sub[0][k]);
+            }
+        }
+    }
+    // out[0..NS) = the sums' lanes summed in fp64, then out[NS..NS+NM) = the maxima.
+    void finish(double* out) const {
+        for (int k = 0; k < NS; ++k) out[k] = Isa::hsum(acc[k]);
+        for (int m = 0; m < NM; ++m) out[NS + m] = Isa::hmax(mx[m]);
+    }
+};
+
+template <DType>
+constexpr DType kAsF32 = DType::F32;
+
+// The block driver of the streaming kernels (pair, triple, trajectory_consecutive): runs k over elements
+// off .. off+len-1 of the streams p[0..sizeof...(Ts)) (dtypes Ts), sub-block by sub-block, and writes the
+// block's partials to out. k.sums is a Sums; k.step<FULL, Us...>(q, j, i) runs one step on elements
+// j .. j+kStep-1 of the streams q (dtypes Us), i = the step's first element inside the block. The elements past the
+// last full step are converted to a zero-padded fp32 scratch and run through the same step (FULL = false: natural lane
+// order, no prefetch). Called only from FPCORE_FLATTEN entry points that carry Isa's target.
+template <class Isa, DType... Ts, class K>
+static inline void run_block(K& k, const void* const* p, int64_t off, int64_t len, double* out) {
+    constexpr int N = sizeof...(Ts);
+    constexpr int64_t W = Isa::kStep;
+    for (int64_t c0 = 0; c0 < len; c0 += Isa::kSub) {
+        const int64_t ce = std::min(len, c0 + Isa::kSub);
+        k.sums.begin_sub();
+        int64_t i = c0;
+        for (; i + W <= ce; i += W) k.template step<true, Ts...>(p, off + i, i);
+        if (i < ce) {
+            alignas(64) float t[N][W];
+            const void* tp[N];
+            int n = 0;
+            ((tail_to_f32(p[n], Ts, off + i, ce - i, t[n], static_cast<int>(W)), tp[n] = t[n], ++n), ...);
+            k.template step<false, kAsF32<Ts>...>(tp, 0, i);
+        }
+        k.sums.end_sub();
+    }
+    k.sums.finish(out);
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Dispatch on run-time dtypes: calls f(std::integral_constant<DType, t>{}).
 
 template <DType T>

@@ -37,208 +37,63 @@ using namespace reduce;
 // (prev, cur). Leaves cur in buf. pf: lines of a later block to prefetch meanwhile.
 using StepFn = void (*)(const void* p, int64_t off, int64_t len, float* buf, double* out, Prefetcher pf);
 
-// --- AVX-512 ----------------------------------------------------------------------------------------------
+// One visit step at level Isa: elements j .. j+kStep-1 of the checkpoint against buf[i ..) (EO: the bf16
+// even/odd lane order for full steps; buf keeps the same order).
+template <class Isa, bool EO, bool PREV>
+struct StepKernel {
+    using V = typename Isa::V;
+    Sums<Isa, PREV ? 4 : 1, PREV ? 1 : 0> sums;  // norm (, dot, l1, l2; max |d|)
+    float* buf;
+    Prefetcher pf;
 
-struct StepSum512 {
-    __m512 norm, dot, l1, l2;
+    template <bool FULL, DType T>
+    void step(const void* const* p, int64_t j, int64_t i) {
+        if constexpr (FULL) Isa::prefetch_visit(pf, i);
+        V c[Isa::kSets];
+        Isa::template load<T, EO && FULL>(p[0], j, c);
+        for (int h = 0; h < Isa::kSets; ++h) {
+            V* a = sums.sub[h];
+            float* b = buf + i + h * Isa::kLanes;
+            if constexpr (PREV) {
+                V q, d, ad;
+                Isa::load_buf(q, b);
+                Isa::sub(d, q, c[h]);
+                Isa::abs(ad, d);
+                Isa::fmadd(a[1], q, c[h]);
+                Isa::fmadd(a[3], d, d);
+                Isa::add(a[2], a[2], ad);
+                Isa::max(sums.mx[0][h], ad);
+            }
+            Isa::store_buf(b, c[h]);
+            Isa::fmadd(a[0], c[h], c[h]);
+        }
+    }
 };
 
-FPCORE_TARGET_AVX512 static inline void step_zero_512(StepSum512& a) {
-    a.norm = a.dot = a.l1 = a.l2 = _mm512_setzero_ps();
+template <class Isa, bool EO, DType T, bool PREV>
+static inline void step_block(const void* p, int64_t off, int64_t len, float* buf, double* out, Prefetcher pf) {
+    StepKernel<Isa, EO, PREV> k;
+    k.buf = buf;
+    k.pf = pf;
+    run_block<Isa, T>(k, &p, off, len, out);
 }
 
-template <bool PREV>
-FPCORE_TARGET_AVX512 static inline void step_body_512(StepSum512& a, __m512& mx, float* buf, __m512 c) {
-    if constexpr (PREV) {
-        const __m512 p = _mm512_load_ps(buf);
-        const __m512 d = _mm512_sub_ps(p, c);
-        const __m512 ad = _mm512_abs_ps(d);
-        a.dot = _mm512_fmadd_ps(p, c, a.dot);
-        a.l2 = _mm512_fmadd_ps(d, d, a.l2);
-        a.l1 = _mm512_add_ps(a.l1, ad);
-        mx = _mm512_max_ps(mx, ad);
-    }
-    _mm512_store_ps(buf, c);
-    a.norm = _mm512_fmadd_ps(c, c, a.norm);
-}
-
-template <bool PREV>
-FPCORE_TARGET_AVX512 static inline void step_fold_512(StepSum512& acc, const StepSum512& s0, const StepSum512& s1) {
-    acc.norm = _mm512_add_ps(acc.norm, _mm512_add_ps(s0.norm, s1.norm));
-    if constexpr (PREV) {
-        acc.dot = _mm512_add_ps(acc.dot, _mm512_add_ps(s0.dot, s1.dot));
-        acc.l1 = _mm512_add_ps(acc.l1, _mm512_add_ps(s0.l1, s1.l1));
-        acc.l2 = _mm512_add_ps(acc.l2, _mm512_add_ps(s0.l2, s1.l2));
-    }
-}
-
+// Per-level entry points: the level's target, everything inlined into them.
 template <DType T, bool EO, bool PREV>
-FPCORE_TARGET_AVX512 void step_512(const void* p, int64_t off, int64_t len, float* buf, double* out, Prefetcher pf) {
-    StepSum512 acc;
-    step_zero_512(acc);
-    __m512 mx0 = _mm512_setzero_ps(), mx1 = _mm512_setzero_ps();
-    for (int64_t c0 = 0; c0 < len; c0 += kSub512) {
-        const int64_t ce = std::min(len, c0 + kSub512);
-        StepSum512 s0, s1;
-        step_zero_512(s0);
-        step_zero_512(s1);
-        int64_t i = c0;
-        for (; i + 32 <= ce; i += 32) {
-            pf.step();
-            __m512 c0v, c1v;
-            ld2_512<T, EO>(p, off + i, c0v, c1v);
-            step_body_512<PREV>(s0, mx0, buf + i, c0v);
-            step_body_512<PREV>(s1, mx1, buf + i + 16, c1v);
-        }
-        if (i < ce) {
-            alignas(64) float tc[32];
-            tail_to_f32(p, T, off + i, ce - i, tc, 32);
-            __m512 c0v, c1v;
-            ld2_512<DType::F32, false>(tc, 0, c0v, c1v);
-            step_body_512<PREV>(s0, mx0, buf + i, c0v);
-            step_body_512<PREV>(s1, mx1, buf + i + 16, c1v);
-        }
-        step_fold_512<PREV>(acc, s0, s1);
-    }
-    out[0] = hsum_512(acc.norm);
-    if constexpr (PREV) {
-        out[1] = hsum_512(acc.dot);
-        out[2] = hsum_512(acc.l1);
-        out[3] = hsum_512(acc.l2);
-        out[4] = hmax2_512(mx0, mx1);
-    }
-}
-
-// --- AVX2 -------------------------------------------------------------------------------------------------
-
-struct StepSum256 {
-    __m256 norm, dot, l1, l2;
-};
-
-FPCORE_TARGET_AVX2 static inline void step_zero_256(StepSum256& a) {
-    a.norm = a.dot = a.l1 = a.l2 = _mm256_setzero_ps();
-}
-
-template <bool PREV>
-FPCORE_TARGET_AVX2 static inline void step_body_256(StepSum256& a, __m256& mx, float* buf, __m256 c) {
-    if constexpr (PREV) {
-        const __m256 p = _mm256_load_ps(buf);
-        const __m256 d = _mm256_sub_ps(p, c);
-        const __m256 ad = abs_256(d);
-        a.dot = _mm256_fmadd_ps(p, c, a.dot);
-        a.l2 = _mm256_fmadd_ps(d, d, a.l2);
-        a.l1 = _mm256_add_ps(a.l1, ad);
-        mx = _mm256_max_ps(mx, ad);
-    }
-    _mm256_store_ps(buf, c);
-    a.norm = _mm256_fmadd_ps(c, c, a.norm);
-}
-
-template <bool PREV>
-FPCORE_TARGET_AVX2 static inline void step_fold_256(StepSum256& acc, const StepSum256& s0, const StepSum256& s1) {
-    acc.norm = _mm256_add_ps(acc.norm, _mm256_add_ps(s0.norm, s1.norm));
-    if constexpr (PREV) {
-        acc.dot = _mm256_add_ps(acc.dot, _mm256_add_ps(s0.dot, s1.dot));
-        acc.l1 = _mm256_add_ps(acc.l1, _mm256_add_ps(s0.l1, s1.l1));
-        acc.l2 = _mm256_add_ps(acc.l2, _mm256_add_ps(s0.l2, s1.l2));
-    }
+FPCORE_TARGET_AVX512 FPCORE_FLATTEN void step_512(const void* p, int64_t off, int64_t len, float* buf, double* out,
+                                                  Prefetcher pf) {
+    step_block<Avx512, EO, T, PREV>(p, off, len, buf, out, pf);
 }
 
 template <DType T, bool PREV>
-FPCORE_TARGET_AVX2 void step_256(const void* p, int64_t off, int64_t len, float* buf, double* out, Prefetcher pf) {
-    StepSum256 acc;
-    step_zero_256(acc);
-    __m256 mx0 = _mm256_setzero_ps(), mx1 = _mm256_setzero_ps();
-    for (int64_t c0 = 0; c0 < len; c0 += kSub256) {
-        const int64_t ce = std::min(len, c0 + kSub256);
-        StepSum256 s0, s1;
-        step_zero_256(s0);
-        step_zero_256(s1);
-        int64_t i = c0;
-        for (; i + 16 <= ce; i += 16) {
-            if ((i & 31) == 0) pf.step();
-            __m256 c0v, c1v;
-            ld2_256<T>(p, off + i, c0v, c1v);
-            step_body_256<PREV>(s0, mx0, buf + i, c0v);
-            step_body_256<PREV>(s1, mx1, buf + i + 8, c1v);
-        }
-        if (i < ce) {
-            alignas(32) float tc[16];
-            tail_to_f32(p, T, off + i, ce - i, tc, 16);
-            __m256 c0v, c1v;
-            ld2_256<DType::F32>(tc, 0, c0v, c1v);
-            step_body_256<PREV>(s0, mx0, buf + i, c0v);
-            step_body_256<PREV>(s1, mx1, buf + i + 8, c1v);
-        }
-        step_fold_256<PREV>(acc, s0, s1);
-    }
-    out[0] = hsum_256(acc.norm);
-    if constexpr (PREV) {
-        out[1] = hsum_256(acc.dot);
-        out[2] = hsum_256(acc.l1);
-        out[3] = hsum_256(acc.l2);
-        out[4] = hmax2_256(mx0, mx1);
-    }
-}
-
-// --- Scalar -----------------------------------------------------------------------------------------------
-
-struct StepSumS {
-    float norm[kScalarLanes], dot[kScalarLanes], l1[kScalarLanes], l2[kScalarLanes];
-};
-
-template <bool PREV>
-static inline void step_body_scalar(StepSumS& a, float* mx, float* buf, const float* c) {
-    for (int l = 0; l < kScalarLanes; ++l) {
-        if constexpr (PREV) {
-            const float p = buf[l];
-            const float d = p - c[l];
-            const float ad = std::fabs(d);
-            a.dot[l] += p * c[l];
-            a.l2[l] += d * d;
-            a.l1[l] += ad;
-            mx[l] = ad > mx[l] ? ad : mx[l];
-        }
-        buf[l] = c[l];
-        a.norm[l] += c[l] * c[l];
-    }
-}
-
-static inline void step_fold_scalar(StepSumS& acc, const StepSumS& s) {
-    for (int l = 0; l < kScalarLanes; ++l) {
-        acc.norm[l] += s.norm[l];
-        acc.dot[l] += s.dot[l];
-        acc.l1[l] += s.l1[l];
-        acc.l2[l] += s.l2[l];
-    }
+FPCORE_TARGET_AVX2 FPCORE_FLATTEN void step_256(const void* p, int64_t off, int64_t len, float* buf, double* out,
+                                                Prefetcher pf) {
+    step_block<Avx2, false, T, PREV>(p, off, len, buf, out, pf);
 }
 
 template <DType T, bool PREV>
-void step_scalar(const void* p, int64_t off, int64_t len, float* buf, double* out, Prefetcher) {
-    StepSumS acc = {};
-    float mx[kScalarLanes] = {};
-    float c[kScalarLanes];
-    for (int64_t c0 = 0; c0 < len; c0 += kSubScalar) {
-        const int64_t ce = std::min(len, c0 + kSubScalar);
-        StepSumS s = {};
-        int64_t i = c0;
-        for (; i + kScalarLanes <= ce; i += kScalarLanes) {
-            load_lanes<T>(p, off + i, c);
-            step_body_scalar<PREV>(s, mx, buf + i, c);
-        }
-        if (i < ce) {
-            tail_to_f32(p, T, off + i, ce - i, c, kScalarLanes);
-            step_body_scalar<PREV>(s, mx, buf + i, c);
-        }
-        step_fold_scalar(acc, s);
-    }
-    out[0] = lanes_sum(acc.norm);
-    if constexpr (PREV) {
-        out[1] = lanes_sum(acc.dot);
-        out[2] = lanes_sum(acc.l1);
-        out[3] = lanes_sum(acc.l2);
-        out[4] = lanes_max(mx);
-    }
+FPCORE_FLATTEN void step_scalar(const void* p, int64_t off, int64_t len, float* buf, double* out, Prefetcher pf) {
+    step_block<Scalar, false, T, PREV>(p, off, len, buf, out, pf);
 }
 
 template <bool PREV>
