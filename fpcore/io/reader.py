@@ -1,0 +1,158 @@
+"""Checkpoint: a model on disk, its tensors addressed by name and read lazily through mmap."""
+
+from __future__ import annotations
+
+import json
+import mmap
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from .format import CheckpointError, TensorInfo, read_header
+
+SINGLE = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+
+
+class Checkpoint:
+    """One ``.safetensors`` file, a folder holding ``model.safetensors``, or a folder holding
+    ``model.safetensors.index.json`` and its shards.
+
+    Every header is validated when the checkpoint opens (errors name the file and tensor). Tensors
+    are read by name, one at a time, as views of a private (copy-on-write) memory map: nothing is
+    loaded until touched, and nothing written to a returned tensor ever reaches the file.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        p = Path(path)
+        if not p.exists():
+            raise CheckpointError(f"{p}: no such file or folder")
+        self.path = p
+        self.index_file: Path | None = None
+        if p.is_file():
+            if p.suffix != ".safetensors":
+                raise CheckpointError(f"{p}: expected a .safetensors file or a model folder")
+            self.root, files = p.parent, [p]
+        elif (p / INDEX).is_file():
+            self.root, self.index_file = p, p / INDEX
+            files = self._read_index()
+        elif (p / SINGLE).is_file():
+            self.root, files = p, [p / SINGLE]
+        else:
+            raise CheckpointError(f"{p}: folder has neither {INDEX} nor {SINGLE}")
+        self.files: list[Path] = files
+        self.metadata: dict[Path, dict[str, str]] = {}
+        self._tensors: dict[str, TensorInfo] = {}
+        for f in files:
+            infos, meta = read_header(f)
+            self.metadata[f] = meta
+            for name, info in infos.items():
+                if name in self._tensors:
+                    raise CheckpointError(f"{f}: tensor {name!r} is also in {self._tensors[name].file}")
+                self._tensors[name] = info
+        if self.index_file is not None:
+            self._check_index_matches()
+        self._maps: dict[Path, mmap.mmap] = {}
+
+    # -- the shard index ------------------------------------------------------------------------
+    def _read_index(self) -> list[Path]:
+        assert self.index_file is not None
+        try:
+            idx = json.loads(self.index_file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{self.index_file}: not a readable JSON index ({exc})") from exc
+        wm = idx.get("weight_map") if isinstance(idx, dict) else None
+        if not isinstance(wm, dict) or not all(isinstance(v, str) for v in wm.values()):
+            raise CheckpointError(f"{self.index_file}: no 'weight_map' of tensor name -> shard file")
+        self.weight_map: dict[str, str] = wm
+        self.index_metadata = idx.get("metadata", {})
+        shards: list[Path] = []
+        for shard in dict.fromkeys(wm.values()):
+            sp = self.root / shard
+            if Path(shard).name != shard:
+                raise CheckpointError(f"{self.index_file}: shard name {shard!r} must be a plain file name")
+            if not sp.is_file():
+                raise CheckpointError(f"{self.index_file}: names shard {shard!r}, which does not exist")
+            shards.append(sp)
+        return sorted(shards, key=lambda s: s.name)
+
+    def _check_index_matches(self) -> None:
+        for name, shard in self.weight_map.items():
+            info = self._tensors.get(name)
+            if info is None or info.file.name != shard:
+                raise CheckpointError(f"{self.index_file}: tensor {name!r} is not in its shard {shard!r}")
+        extra = [n for n in self._tensors if n not in self.weight_map]
+        if extra:
+            raise CheckpointError(f"{self._tensors[extra[0]].file}: tensor {extra[0]!r} is missing from the index")
+
+    # -- lookup -----------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        """Tensor names, shard by shard in file order."""
+        return list(self._tensors)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tensors
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self._tensors[name]
+        except KeyError:
+            raise KeyError(f"{self.path}: no tensor named {name!r}") from None
+
+    def items(self) -> Iterator[tuple[str, TensorInfo]]:
+        return iter(self._tensors.items())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self._tensors.values())
+
+    @property
+    def numel(self) -> int:
+        return sum(t.numel for t in self._tensors.values())
+
+    def other_files(self) -> list[Path]:
+        """Files of the model folder that are not weights (config, tokenizer, README, ...)."""
+        if self.path.is_file():
+            return []
+        skip = set(self.files) | ({self.index_file} if self.index_file else set())
+        return sorted(f for f in self.root.iterdir() if f.is_file() and f not in skip)
+
+    # -- reading ----------------------------------------------------------------------------------
+    def _map(self, file: Path) -> mmap.mmap:
+        m = self._maps.get(file)
+        if m is None:
+            with open(file, "rb") as f:
+                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            self._maps[file] = m
+        return m
+
+    def get(self, name: str) -> torch.Tensor:
+        """The tensor `name`, shaped, as a copy-on-write view of the file (read lazily by the OS)."""
+        info = self.info(name)
+        if info.numel == 0:
+            return torch.empty(info.shape, dtype=info.dtype)
+        m = self._map(info.file)
+        if info.end > len(m):
+            raise CheckpointError(f"{info.file}: tensor {name!r} ends past the file's end (it shrank while open?)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            flat = torch.frombuffer(m, dtype=info.dtype, count=info.numel, offset=info.start)
+        return flat.view(info.shape)
+
+    def close(self) -> None:
+        """Drop the memory maps (tensors already returned keep theirs alive)."""
+        self._maps.clear()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({str(self.path)!r}: {len(self)} tensors in {len(self.files)} file(s), {self.nbytes} bytes)"
