@@ -57,7 +57,7 @@ def assert_bitwise_equal(actual: torch.Tensor, expected: torch.Tensor, *, what: 
     e = expected.detach().cpu().reshape(-1)
     na, ne = torch.isnan(a), torch.isnan(e)
     assert torch.equal(na, ne), f"{what}: NaN at different positions ({int((na != ne).sum())} differ)"
-    ibits = torch.int32 if a.element_size() == 4 else torch.int16
+    ibits = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}[a.element_size()]
     ab, eb = a.view(ibits)[~na], e.view(ibits)[~ne]
     if not torch.equal(ab, eb):
         bad = (ab != eb).nonzero()[:5].reshape(-1)

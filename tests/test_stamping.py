@@ -1,0 +1,194 @@
+"""Checkpoint-level extract / stamp / unstamp: streaming, lineage, layout reproduction, atomicity."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import fpcore
+from fpcore import stamping
+from fpcore.io import Checkpoint, CheckpointError, write_safetensors
+from fpcore.testing import assert_bitwise_equal
+from fpcore.vector import FingerprintVector, lineage_digest
+
+SHARDS = {
+    "model-00001-of-00003.safetensors": ["model.embed_tokens.weight", "model.layers.0.q.weight"],
+    "model-00002-of-00003.safetensors": ["model.layers.0.mlp.weight", "model.norm.weight"],
+    "model-00003-of-00003.safetensors": ["model.step_count"],
+}
+SHAPES = {
+    "model.embed_tokens.weight": (32, 8),
+    "model.layers.0.q.weight": (8, 8),
+    "model.layers.0.mlp.weight": (16, 8),
+    "model.norm.weight": (8,),
+}
+
+
+def make_model(folder: Path, tensors: dict) -> Path:
+    folder.mkdir(parents=True)
+    wm = {}
+    for shard, names in SHARDS.items():
+        write_safetensors(folder / shard, {n: tensors[n] for n in names}, {"format": "pt"})
+        wm.update(dict.fromkeys(names, shard))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wm}))
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
+def base_tensors(seed=0, dtype=torch.bfloat16):
+    g = torch.Generator().manual_seed(seed)
+    t = {n: torch.randn(s, generator=g).to(dtype) for n, s in SHAPES.items()}
+    t["model.step_count"] = torch.tensor([7])
+    return t
+
+
+def perturbed(t, seed, scale, skip=("model.norm.weight",)):
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for n, x in t.items():
+        if x.is_floating_point() and n not in skip:
+            out[n] = (x.float() + scale * torch.randn(x.shape, generator=g)).to(x.dtype)
+        else:
+            out[n] = x.clone()
+    return out
+
+
+def files_digest(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def family(tmp_path):
+    base = base_tensors()
+    tuned = perturbed(base, 1, 0.05)
+    return {
+        "base": make_model(tmp_path / "base", base),
+        "tuned": make_model(tmp_path / "tuned", tuned),
+        "down1": make_model(tmp_path / "down1", perturbed(base, 2, 0.02, skip=())),
+        "down2": make_model(tmp_path / "down2", perturbed(base, 3, 0.02, skip=())),
+        "tensors": (base, tuned),
+        "tmp": tmp_path,
+    }
+
+
+def test_extract_writes_vector_with_lineage(family):
+    vec_path = family["tmp"] / "fp.safetensors"
+    before = files_digest(family["base"]) | files_digest(family["tuned"])
+    res = stamping.extract(family["tuned"], family["base"], vec_path, dtype="fp32")
+    assert before == files_digest(family["base"]) | files_digest(family["tuned"])  # inputs untouched
+    v = FingerprintVector(vec_path)
+    assert set(v.names()) == {"model.embed_tokens.weight", "model.layers.0.q.weight", "model.layers.0.mlp.weight"}
+    assert v.meta.skipped == {
+        "model.norm.weight": "all-zero delta",
+        "model.step_count": "not a float tensor (torch.int64)",
+    }
+    assert v.meta.base_digest == lineage_digest(Checkpoint(family["base"])) == res.base_digest
+    assert v.meta.architecture["model.layers.0.mlp.weight"] == [16, 8]
+    base, tuned = family["tensors"]
+    for n in v.names():
+        assert_bitwise_equal(v.get(n), tuned[n].float() - base[n].float(), what=n)
+
+
+def test_stamp_base_plus_tau_returns_tuned(family):
+    vec = family["tmp"] / "fp.safetensors"
+    stamping.extract(family["tuned"], family["base"], vec, dtype="fp32")
+    out = family["tmp"] / "restamped"
+    stamping.stamp([(vec, 1.0)], [family["base"]], out)
+    got, want = Checkpoint(out), Checkpoint(family["tuned"])
+    for n in want.names():
+        assert torch.equal(got.get(n), want.get(n)), n
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in family["tuned"].iterdir())
+
+
+def test_stamp_many_models_reads_vector_once(family):
+    vec = family["tmp"] / "fp.safetensors"
+    stamping.extract(family["tuned"], family["base"], vec)
+    out = family["tmp"] / "stamped"
+    before = files_digest(family["down1"]) | files_digest(vec.parent / "base")
+    res = stamping.stamp([(vec, 1.0)], [family["down1"], family["down2"]], out)
+    assert [p.name for p in res.outputs] == ["down1", "down2"]
+    v = FingerprintVector(vec)
+    assert res.vector_bytes_read == v.ckpt.nbytes  # each tau tensor read once for both models
+    for src in ("down1", "down2"):
+        m, s = Checkpoint(family[src]), Checkpoint(out / src)
+        for n in m.names():
+            want = fpcore.stamp(m.get(n), v.get(n)) if n in v.names() else m.get(n)
+            assert_bitwise_equal(s.get(n), want, what=f"{src} {n}")
+        assert (out / src / "config.json").read_text() == '{"model_type": "llama"}'
+        untouched = out / src / "model-00003-of-00003.safetensors"
+        assert untouched.stat().st_ino == (family[src] / untouched.name).stat().st_ino  # linked, not rewritten
+        assert json.loads((out / src / "model.safetensors.index.json").read_text())["weight_map"]
+    assert before == files_digest(family["down1"]) | files_digest(vec.parent / "base")
+
+
+def test_unstamp_restores_fp32_model(tmp_path):
+    base = base_tensors(dtype=torch.float32)
+    b = make_model(tmp_path / "b", base)
+    t = make_model(tmp_path / "t", perturbed(base, 1, 0.05))
+    d = make_model(tmp_path / "d", perturbed(base, 2, 0.01, skip=()))
+    vec = tmp_path / "v.safetensors"
+    stamping.extract(t, b, vec, dtype="fp32")
+    stamping.stamp([(vec, 0.7)], [d], tmp_path / "s")
+    stamping.unstamp(vec, tmp_path / "s", tmp_path / "u", alpha=0.7)
+    orig, back = Checkpoint(d), Checkpoint(tmp_path / "u")
+    for n in orig.names():
+        a, r = back.get(n), orig.get(n)
+        assert torch.allclose(a.float(), r.float(), rtol=2**-23, atol=1e-7), n
+
+
+def test_vocab_growth_and_mismatch(family):
+    vec = family["tmp"] / "fp.safetensors"
+    stamping.extract(family["tuned"], family["base"], vec)
+    base, _ = family["tensors"]
+    grown = dict(base)
+    grown["model.embed_tokens.weight"] = torch.cat([base["model.embed_tokens.weight"], torch.ones(2, 8).bfloat16()])
+    g = make_model(family["tmp"] / "grown", grown)
+    res = stamping.stamp([(vec, 1.0)], [g], family["tmp"] / "g_out")
+    assert any("34 rows, base 32" in n for n in res.notes)
+    e = Checkpoint(family["tmp"] / "g_out").get("model.embed_tokens.weight")
+    v = FingerprintVector(vec).get("model.embed_tokens.weight")
+    assert_bitwise_equal(e[:32], fpcore.stamp(grown["model.embed_tokens.weight"][:32], v), what="shared rows")
+    assert torch.equal(e[32:], torch.ones(2, 8).bfloat16())
+    bad = dict(base)
+    bad["model.layers.0.q.weight"] = torch.zeros(8, 9).bfloat16()
+    m = make_model(family["tmp"] / "bad", bad)
+    with pytest.raises(
+        CheckpointError, match=r"tensor 'model.layers.0.q.weight' has shape \(8, 9\), the vector's base"
+    ):
+        stamping.stamp([(vec, 1.0)], [m], family["tmp"] / "bad_out")
+    assert not (family["tmp"] / "bad_out").exists()
+
+
+def test_refusals(family):
+    vec = family["tmp"] / "fp.safetensors"
+    stamping.extract(family["tuned"], family["base"], vec)
+    with pytest.raises(FileExistsError):
+        stamping.extract(family["tuned"], family["base"], vec)
+    stamping.extract(family["tuned"], family["base"], vec, overwrite=True)
+    out = family["tmp"] / "o"
+    stamping.stamp([(vec, 1.0)], [family["down1"]], out)
+    with pytest.raises(FileExistsError):
+        stamping.stamp([(vec, 1.0)], [family["down1"]], out)
+    other = dict(family["tensors"][0])
+    del other["model.norm.weight"]
+    other["model.final_norm.weight"] = torch.ones(8).bfloat16()
+    folder = family["tmp"] / "other"
+    folder.mkdir()
+    write_safetensors(folder / "model.safetensors", other)
+    with pytest.raises(CheckpointError, match=r"is not in both checkpoints"):
+        stamping.extract(family["tuned"], folder, family["tmp"] / "x.safetensors")
+    not_vec = family["tmp"] / "plain.safetensors"
+    write_safetensors(not_vec, {"a": torch.ones(2)})
+    with pytest.raises(CheckpointError, match=r"not an fpcore fingerprint vector"):
+        stamping.stamp([(not_vec, 1.0)], [family["down1"]], family["tmp"] / "p")
+    base, tuned = family["tensors"]
+    nan_t = dict(tuned)
+    nan_t["model.layers.0.q.weight"] = tuned["model.layers.0.q.weight"].clone()
+    nan_t["model.layers.0.q.weight"][0, 0] = float("nan")
+    nt = make_model(family["tmp"] / "nan_tuned", nan_t)
+    with pytest.raises(CheckpointError, match=r"tensor 'model.layers.0.q.weight': tau has non-finite values"):
+        stamping.extract(nt, family["base"], family["tmp"] / "nan.safetensors")
+    assert not (family["tmp"] / "nan.safetensors").exists()
