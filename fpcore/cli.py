@@ -1,0 +1,234 @@
+"""The `fpcore` command: parses, calls the domain layer (fpcore.stamping), prints.
+
+Exit codes: 0 success; 2 usage or input errors (bad file, mismatched model, existing output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from fpcore import __version__
+from fpcore.io import Checkpoint, CheckpointError
+
+
+@contextmanager
+def _progress(total: int, desc: str, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """A bytes/s progress bar on a terminal (tqdm); nothing when quiet or not a terminal."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr) as bar:
+        yield bar.update
+
+
+def _jsonable(x: Any) -> Any:
+    if is_dataclass(x):
+        return _jsonable(asdict(x))
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def _emit(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
+    if args.json:
+        json.dump(_jsonable(result), sys.stdout, indent=2)
+        print()
+    elif not args.quiet:
+        print(text)
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from fpcore import stamping
+
+    total = 2 * Checkpoint(args.base).nbytes
+    t0 = time.perf_counter()
+    with _progress(total, "extract", args.quiet) as prog:
+        res = stamping.extract(
+            args.tuned,
+            args.base,
+            args.output,
+            dtype=args.dtype,
+            skip_embed=args.skip_embed,
+            include=args.include,
+            exclude=args.exclude,
+            overwrite=args.overwrite,
+            allow_nonfinite=args.allow_nonfinite,
+            progress=prog,
+        )
+    sec = time.perf_counter() - t0
+    text = (
+        f"wrote {res.out}: {res.tensors} tensors ({res.bytes_written / 1e6:.1f} MB, {res.dtype}), "
+        f"{len(res.skipped)} skipped, base {res.base_digest[:16]}…, {sec:.2f} s"
+    )
+    _emit(args, {"command": "extract", "seconds": sec, **asdict(res)}, text)
+    return 0
+
+
+def cmd_stamp(args: argparse.Namespace, *, unstamp: bool = False) -> int:
+    from fpcore import stamping
+
+    vectors = [args.vector] + list(args.vectors or [])
+    alphas = list(args.alpha or [])
+    if len(alphas) > len(vectors):
+        raise ValueError(f"got {len(alphas)} --alpha values for {len(vectors)} vectors")
+    alphas += [1.0] * (len(vectors) - len(alphas))
+    if unstamp:
+        alphas = [-a for a in alphas]
+    models = [args.model] if unstamp else args.models
+    total = sum(Checkpoint(m).nbytes for m in models)
+    t0 = time.perf_counter()
+    with _progress(total, "unstamp" if unstamp else "stamp", args.quiet) as prog:
+        res = stamping.stamp(
+            list(zip(vectors, alphas, strict=True)),
+            models,
+            args.output,
+            overwrite=args.overwrite,
+            skip_mismatched=getattr(args, "skip_mismatched", False),
+            allow_nonfinite=args.allow_nonfinite,
+            progress=prog,
+        )
+    sec = time.perf_counter() - t0
+    verb = "unstamped" if unstamp else "stamped"
+    lines = [f"{verb} {len(res.outputs)} model(s) in {sec:.2f} s ({total / 1e9 / sec:.2f} GB/s):"]
+    lines += [f"  {p}" for p in res.outputs] + [f"  note: {n}" for n in res.notes]
+    _emit(args, {"command": "unstamp" if unstamp else "stamp", "seconds": sec, **asdict(res)}, "\n".join(lines))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    ck = Checkpoint(args.path)
+    tensors = {
+        n: {"dtype": str(i.dtype).removeprefix("torch."), "shape": list(i.shape), "file": i.file.name}
+        for n, i in ck.items()
+    }
+    dtypes: dict[str, int] = {}
+    for i in tensors.values():
+        dtypes[i["dtype"]] = dtypes.get(i["dtype"], 0) + 1
+    meta = {str(f.name): m for f, m in ck.metadata.items()}
+    vector = None
+    first = ck.metadata[ck.files[0]]
+    if first.get("format") == "fpcore.fingerprint-vector":
+        from fpcore.vector import VectorMeta
+
+        vm = VectorMeta.from_strings(ck.files[0], first)
+        vector = {
+            "dtype": vm.dtype,
+            "base_digest": vm.base_digest,
+            "skipped": vm.skipped,
+            "alpha": vm.alpha,
+            "fpcore_version": vm.fpcore_version,
+            "architecture_tensors": len(vm.architecture),
+        }
+    result = {
+        "path": str(ck.path),
+        "kind": "fingerprint-vector" if vector else "model",
+        "tensors": len(ck),
+        "parameters": ck.numel,
+        "bytes": ck.nbytes,
+        "shards": [f.name for f in ck.files],
+        "dtypes": dtypes,
+        "vector": vector,
+        "metadata": meta,
+        "other_files": [f.name for f in ck.other_files()],
+        "tensor_list": tensors,
+    }
+    text = [
+        f"{ck.path}: {result['kind']}, {len(ck)} tensors, {ck.numel:,} parameters, {ck.nbytes / 1e6:.1f} MB "
+        f"in {len(ck.files)} file(s); dtypes {dtypes}",
+    ]
+    if vector:
+        text.append(
+            f"  vector: stored {vector['dtype']}, base {vector['base_digest'][:16]}…, "
+            f"{len(vector['skipped'])} tensors skipped"
+        )
+    if args.tensors:
+        text += [f"  {n}: {i['dtype']} {tuple(i['shape'])} [{i['file']}]" for n, i in tensors.items()]
+    _emit(args, result, "\n".join(text))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fpcore",
+        description="Fingerprint vectors for large models: extract tau = tuned - base once, stamp it into any "
+        "model derived from the same base, streaming over sharded safetensors.",
+    )
+    p.add_argument("--version", action="version", version=f"fpcore {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--json", action="store_true", help="print a machine-readable result")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+
+    e = sub.add_parser("extract", help="write the fingerprint vector tau = TUNED - BASE")
+    e.add_argument("tuned", help="the fingerprinted model (file or folder)")
+    e.add_argument("base", help="the base model it was fine-tuned from")
+    e.add_argument("-o", "--output", required=True, help="the vector file to write (.safetensors)")
+    e.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="storage dtype (default bf16)")
+    e.add_argument("--skip-embed", action="store_true", help="leave token embeddings and the output head out")
+    e.add_argument("--include", action="append", metavar="GLOB", help="only tensors whose name matches (repeatable)")
+    e.add_argument("--exclude", action="append", metavar="GLOB", help="leave out tensors whose name matches")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    e.add_argument("--allow-nonfinite", action="store_true", help="keep a tau with NaN/Inf instead of refusing")
+    common(e)
+    e.set_defaults(func=cmd_extract)
+
+    s = sub.add_parser("stamp", help="stamp theta' = theta + alpha*tau into one or more models")
+    s.add_argument("vector", help="fingerprint vector file")
+    s.add_argument("models", nargs="+", metavar="MODEL", help="model file(s) or folder(s)")
+    s.add_argument("-o", "--output", required=True, help="one model: the stamped model; several: a folder of them")
+    s.add_argument("--alpha", type=float, action="append", help="strength per vector, in order (default 1.0)")
+    s.add_argument("--vector", dest="vectors", action="append", metavar="V", help="another vector (repeatable)")
+    s.add_argument("--skip-mismatched", action="store_true", help="leave tensors of another shape unstamped")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    s.add_argument("--allow-nonfinite", action="store_true", help="use a vector holding NaN/Inf")
+    common(s)
+    s.set_defaults(func=cmd_stamp)
+
+    u = sub.add_parser("unstamp", help="remove a stamp: theta = theta' - alpha*tau")
+    u.add_argument("vector")
+    u.add_argument("model")
+    u.add_argument("-o", "--output", required=True)
+    u.add_argument("--alpha", type=float, action="append", help="the strength it was stamped with (default 1.0)")
+    u.add_argument("--overwrite", action="store_true")
+    u.add_argument("--allow-nonfinite", action="store_true")
+    common(u)
+    u.set_defaults(func=lambda a: cmd_stamp(a, unstamp=True), vectors=None)
+
+    i = sub.add_parser("inspect", help="a model's or vector's tensors, dtypes, sizes, shards, metadata, lineage")
+    i.add_argument("path")
+    i.add_argument("--tensors", action="store_true", help="list every tensor")
+    common(i)
+    i.set_defaults(func=cmd_inspect)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"fpcore {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fpcore {args.command}: interrupted; no output was left behind", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

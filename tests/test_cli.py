@@ -1,0 +1,105 @@
+"""The `fpcore` command end to end (in-process and as a subprocess): outputs, --json, exit codes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fpcore.cli import main
+from fpcore.io import Checkpoint
+from tests.test_stamping import base_tensors, make_model, perturbed
+
+
+@pytest.fixture
+def models(tmp_path):
+    base = base_tensors()
+    return {
+        "base": make_model(tmp_path / "base", base),
+        "tuned": make_model(tmp_path / "tuned", perturbed(base, 1, 0.05)),
+        "d1": make_model(tmp_path / "d1", perturbed(base, 2, 0.02, skip=())),
+        "d2": make_model(tmp_path / "d2", perturbed(base, 3, 0.02, skip=())),
+        "tmp": tmp_path,
+    }
+
+
+def test_extract_stamp_unstamp_inspect(models, capsys):
+    t = models["tmp"]
+    assert main(["extract", str(models["tuned"]), str(models["base"]), "-o", str(t / "v.safetensors"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["command"] == "extract" and res["tensors"] == 3 and "model.norm.weight" in res["skipped"]
+    assert main(["stamp", str(t / "v.safetensors"), str(models["d1"]), str(models["d2"]), "-o", str(t / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "stamped 2 model(s)" in out and str(t / "out" / "d1") in out
+    assert main(["unstamp", str(t / "v.safetensors"), str(t / "out" / "d1"), "-o", str(t / "un"), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    assert Checkpoint(t / "un").names() == Checkpoint(models["d1"]).names()
+    assert main(["inspect", str(t / "v.safetensors"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "fingerprint-vector" and info["vector"]["dtype"] == "bf16" and info["tensors"] == 3
+    assert main(["inspect", str(models["base"])]) == 0
+    assert "model, 5 tensors" in capsys.readouterr().out
+
+
+def test_errors_exit_2_with_a_clear_message(models, capsys):
+    t = models["tmp"]
+    assert main(["stamp", str(t / "missing.safetensors"), str(models["d1"]), "-o", str(t / "x")]) == 2
+    assert "fpcore stamp: error:" in capsys.readouterr().err
+    main(["extract", str(models["tuned"]), str(models["base"]), "-o", str(t / "v.safetensors"), "--quiet"])
+    assert main(["extract", str(models["tuned"]), str(models["base"]), "-o", str(t / "v.safetensors")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (
+        main(["stamp", str(t / "v.safetensors"), str(models["d1"]), "-o", str(t / "y"), "--alpha", "1", "--alpha", "2"])
+        == 2
+    )
+    assert "2 --alpha values for 1 vectors" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ei:
+        main(["stamp"])
+    assert ei.value.code == 2
+
+
+def test_console_entry_point_help():
+    out = subprocess.run([sys.executable, "-m", "fpcore.cli", "--help"], capture_output=True, text=True, check=True)
+    for cmd in ("extract", "stamp", "unstamp", "inspect"):
+        assert cmd in out.stdout
+    out = subprocess.run([sys.executable, "-m", "fpcore.cli", "stamp", "--help"], capture_output=True, text=True)
+    assert "--alpha" in out.stdout and "--vector" in out.stdout and out.returncode == 0
+
+
+def test_multiple_vectors_with_own_alpha(models, capsys):
+    t = models["tmp"]
+    main(
+        [
+            "extract",
+            str(models["tuned"]),
+            str(models["base"]),
+            "-o",
+            str(t / "v1.safetensors"),
+            "--quiet",
+            "--dtype",
+            "fp32",
+        ]
+    )
+    main(
+        [
+            "extract",
+            str(models["d2"]),
+            str(models["base"]),
+            "-o",
+            str(t / "v2.safetensors"),
+            "--quiet",
+            "--dtype",
+            "fp32",
+        ]
+    )
+    rc = main(["stamp", str(t / "v1.safetensors"), str(models["d1"]), "-o", str(t / "s"), "--alpha", "0.5",
+               "--vector", str(t / "v2.safetensors"), "--alpha", "-1", "--quiet"])  # fmt: skip
+    assert rc == 0
+    import fpcore
+    from fpcore.vector import FingerprintVector
+
+    v1, v2 = FingerprintVector(t / "v1.safetensors"), FingerprintVector(t / "v2.safetensors")
+    d1, s = Checkpoint(models["d1"]), Checkpoint(t / "s")
+    n = "model.layers.0.q.weight"
+    assert torch.equal(s.get(n), fpcore.stamp(d1.get(n), [v1.get(n), v2.get(n)], [0.5, -1.0]))
