@@ -1,12 +1,14 @@
 """The `fpcore` command: parses, calls the domain layer (fpcore.stamping), prints.
 
-Exit codes: 0 success; 2 usage or input errors (bad file, mismatched model, existing output).
+Exit codes: 0 success; 1 when `detect` finds no fingerprint; 2 usage or input errors (bad file,
+mismatched model, existing output).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +42,8 @@ def _jsonable(x: Any) -> Any:
         return [_jsonable(v) for v in x]
     if isinstance(x, Path):
         return str(x)
+    if isinstance(x, float) and not math.isfinite(x):
+        return None  # strict JSON has no NaN/Inf
     return x
 
 
@@ -161,6 +165,33 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    from fpcore.detect import detect
+    from fpcore.vector import FingerprintVector
+
+    vec = FingerprintVector(args.vector)
+    total = 3 * vec.ckpt.nbytes  # about: tau and the suspect's and base's matching tensors
+    t0 = time.perf_counter()
+    with _progress(total, "detect", args.quiet) as prog:
+        res = detect(args.vector, args.suspect, args.base, progress=prog)
+    sec = time.perf_counter() - t0
+    lines = [
+        f"{res.suspect}: {res.verdict} (thresholds alpha_hat >= {res.thresholds['alpha_min']}, "
+        f"cosine >= {res.thresholds['cosine_min']}; {res.tensors} tensors, {res.elements:,} elements, {sec:.2f} s)"
+    ]
+    lines += [f"  note: {n}" for n in res.notes]
+    if args.tensors:
+        lines += [
+            f"  {t.name}: alpha_hat {t.alpha_hat:.4f} cosine {t.cosine:.5f}" + (f" ({t.note})" if t.note else "")
+            for t in res.per_tensor
+        ]
+    result = {"command": "detect", "seconds": sec, **asdict(res)}
+    if not args.tensors:
+        result.pop("per_tensor")
+    _emit(args, result, "\n".join(lines))
+    return 0 if res.detected else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fpcore",
@@ -214,6 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--tensors", action="store_true", help="list every tensor")
     common(i)
     i.set_defaults(func=cmd_inspect)
+
+    d = sub.add_parser(
+        "detect",
+        help="is SUSPECT stamped with VECTOR? alpha_hat and cosine of SUSPECT - BASE on tau (exit 0 found, 1 not)",
+    )
+    d.add_argument("vector", help="fingerprint vector file")
+    d.add_argument("suspect", help="the model under test (file or folder)")
+    d.add_argument("--base", required=True, help="the base model the vector was extracted from")
+    d.add_argument("--tensors", action="store_true", help="also show (or, with --json, include) per-tensor figures")
+    common(d)
+    d.set_defaults(func=cmd_detect)
     return p
 
 

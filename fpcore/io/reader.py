@@ -144,6 +144,17 @@ class Checkpoint:
             flat = torch.frombuffer(m, dtype=info.dtype, count=info.numel, offset=info.start)
         return flat.view(info.shape)
 
+    def release(self, name: str) -> None:
+        """Let the OS drop the pages of tensor `name` (clean file pages; re-read on next touch), so a
+        streaming pass keeps its resident memory to the tensors in flight, not the whole model."""
+        info = self.info(name)
+        m = self._maps.get(info.file)
+        if m is None or info.nbytes == 0 or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        page = mmap.PAGESIZE
+        start = (info.start // page) * page
+        m.madvise(mmap.MADV_DONTNEED, start, info.end - start)
+
     def close(self) -> None:
         """Drop the memory maps (tensors already returned keep theirs alive)."""
         self._maps.clear()

@@ -1,0 +1,112 @@
+"""Checkpoints file->file: stamp a sharded bf16 Llama-shaped model against the plain-copy I/O floor.
+
+Group "checkpoint". The models come from fpcore.bench_checkpoint's builder (base, tuned, downstream,
+tau = tuned - base) at FPCORE_BENCH_CKPT_PARAMS parameters (default 1.3e9, the issue's size; ~5e7 for
+a smoke run). Both benchmarks move the same bytes (read downstream + tau, write a model's worth, fsync
+the output) and remove their output between rounds, outside the timing. The page cache is warm: an
+untimed warm-up round reads every input first. extra_info holds bytes, GB/s and ratio_to_floor (the
+floor's median measured in the same run). The mergekit peer, peak RSS and the read-once check live in
+``python -m fpcore.bench_checkpoint`` (they need fresh processes).
+"""
+
+import os
+import shutil
+import statistics
+import time
+
+import pytest
+
+from benchmarks.conftest import record
+from fpcore import stamping
+from fpcore.bench_checkpoint import build_checkpoints, copy_floor, model_files
+
+PARAMS = float(os.environ.get("FPCORE_BENCH_CKPT_PARAMS", "1.3e9"))
+ROUNDS = int(os.environ.get("FPCORE_BENCH_CKPT_ROUNDS", "3"))
+ALPHA = 1.0
+_FLOOR: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    b = build_checkpoints(tmp_path_factory.mktemp("ckpt"), PARAMS)
+    yield b
+    shutil.rmtree(b.base.parent, ignore_errors=True)
+
+
+def _moved(b) -> int:
+    """Bytes read (downstream files + tau) and written (a copy of the downstream files)."""
+    return b.tau_bytes + 2 * sum(f.stat().st_size for f in model_files(b.downstream))
+
+
+def _out(b):
+    out = b.base.parent / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    return out
+
+
+def _floor_once(b) -> float:
+    out = _out(b)
+    t0 = time.perf_counter()
+    copy_floor([b.downstream], b.tau, out)
+    sec = time.perf_counter() - t0
+    shutil.rmtree(out)
+    return sec
+
+
+def _floor_median(b) -> float:
+    if "median" not in _FLOOR:  # when the stamp benchmark runs alone
+        _floor_once(b)
+        _FLOOR["median"] = statistics.median(_floor_once(b) for _ in range(ROUNDS))
+    return _FLOOR["median"]
+
+
+@pytest.mark.benchmark(group="checkpoint")
+def test_checkpoint_floor_copy(benchmark, built):
+    out = built.base.parent / "out"
+
+    def setup():
+        shutil.rmtree(out, ignore_errors=True)
+
+    benchmark.pedantic(
+        lambda: copy_floor([built.downstream], built.tau, out), setup=setup, rounds=ROUNDS, warmup_rounds=1
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    _FLOOR["median"] = benchmark.stats.stats.median
+    record(
+        benchmark,
+        nbytes=_moved(built),
+        roofline=None,
+        op="checkpoint floor",
+        impl="shutil.copyfile + read tau + fsync",
+        params=built.shape.params,
+        cache="warm",
+        ratio_to_floor=1.0,
+    )
+
+
+@pytest.mark.benchmark(group="checkpoint")
+def test_checkpoint_stamp_file_to_file(benchmark, built):
+    out = built.base.parent / "out"
+    floor = _floor_median(built)
+
+    def setup():
+        shutil.rmtree(out, ignore_errors=True)
+
+    benchmark.pedantic(
+        lambda: stamping.stamp([(built.tau, ALPHA)], [built.downstream], out),
+        setup=setup,
+        rounds=ROUNDS,
+        warmup_rounds=1,
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    record(
+        benchmark,
+        nbytes=_moved(built),
+        roofline=None,
+        op="checkpoint stamp",
+        impl="fpcore.stamping.stamp",
+        params=built.shape.params,
+        cache="warm",
+        floor_seconds=round(floor, 4),
+        ratio_to_floor=round(benchmark.stats.stats.median / floor, 3),
+    )
