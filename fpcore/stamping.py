@@ -12,9 +12,7 @@ import json
 import math
 import os
 import shutil
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,7 +269,8 @@ def stamp(
     extra_meta = {
         "fpcore_stamped": json.dumps([{"base_digest": v.meta.base_digest, "alpha": a} for v, a in vecs]),
     }
-    counters = {"stamped": 0, "vector_bytes": 0}
+    stamped = 0
+    vec_bytes = 0
     outdir = Path(out)
     with AtomicOutput(outdir, overwrite=overwrite, is_file=len(cks) == 1 and cks[0].path.is_file()) as tmp:
         dests = (
@@ -284,66 +283,33 @@ def stamp(
         if len(cks) > 1:
             tmp.mkdir(exist_ok=True)
         outs = [_ModelOut(ck, d, plan[i], extra_meta) for i, (ck, d) in enumerate(zip(cks, dests, strict=True))]
-        pending: deque[Future[None]] = deque()
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fpcore-writer")
-        try:
-            _stamp_all(order, vecs, cks, plan, outs, pending, pool, allow_nonfinite, progress, counters)
-            while pending:
-                pending.popleft().result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        for name in order:
+            taus = []
+            for v, a in vecs:
+                if name in v.names():
+                    t = v.get(name)
+                    vec_bytes += t.numel() * t.element_size()
+                    if not allow_nonfinite and not _all_finite(t):
+                        raise CheckpointError(
+                            f"{v.path}: tensor {name!r} has non-finite values (pass --allow-nonfinite to use it)"
+                        )
+                    taus.append((t, a))
+            for i, ck in enumerate(cks):
+                if name not in plan[i]:
+                    continue
+                theta = ck.get(name)
+                outs[i].write(name, _stamp_one(theta, taus))
+                ck.release(name)  # keep resident memory to the tensors in flight
+                stamped += 1
+                if progress:
+                    progress(ck.info(name).nbytes)
+            for v, _ in vecs:
+                if name in v.names():
+                    v.ckpt.release(name)
         for o in outs:
             o.finish()
     outputs = [outdir] if len(cks) == 1 else [outdir / d.name for d in dests]
-    return StampResult(outputs, counters["stamped"], notes, counters["vector_bytes"])
-
-
-def _stamp_all(
-    order: list[str],
-    vecs: list[tuple[FingerprintVector, float]],
-    cks: list[Checkpoint],
-    plan: dict[int, list[str]],
-    outs: list[_ModelOut],
-    pending: deque[Future[None]],
-    pool: ThreadPoolExecutor,
-    allow_nonfinite: bool,
-    progress: Progress | None,
-    counters: dict[str, int],
-) -> None:
-    """The streaming loop: each tau tensor read once, applied to every model; writing overlaps the
-    next computation (one writer thread, at most MAX_IN_FLIGHT results waiting)."""
-    for name in order:
-        taus = []
-        for v, a in vecs:
-            if name in v.names():
-                t = v.get(name)
-                counters["vector_bytes"] += t.numel() * t.element_size()
-                if not allow_nonfinite and not _all_finite(t):
-                    raise CheckpointError(
-                        f"{v.path}: tensor {name!r} has non-finite values (pass --allow-nonfinite to use it)"
-                    )
-                taus.append((t, a))
-        for i, ck in enumerate(cks):
-            if name not in plan[i]:
-                continue
-            result = _stamp_one(ck.get(name), taus)
-            while len(pending) >= MAX_IN_FLIGHT:
-                pending.popleft().result()  # re-raises a write error here
-            pending.append(pool.submit(_write_and_release, outs[i], ck, name, result))
-            counters["stamped"] += 1
-            if progress:
-                progress(ck.info(name).nbytes)
-        for v, _ in vecs:  # tau was only read by the computations above, all done
-            if name in v.names():
-                v.ckpt.release(name)
-
-
-MAX_IN_FLIGHT = 2
-
-
-def _write_and_release(out: _ModelOut, ck: Checkpoint, name: str, t: torch.Tensor) -> None:
-    out.write(name, t)
-    ck.release(name)  # keep resident memory to the tensors in flight
+    return StampResult(outputs, stamped, notes, vec_bytes)
 
 
 def _fits(target: tuple[int, ...], tau: tuple[int, ...]) -> bool:
