@@ -69,30 +69,9 @@ def test_console_entry_point_help():
 
 def test_multiple_vectors_with_own_alpha(models, capsys):
     t = models["tmp"]
-    main(
-        [
-            "extract",
-            str(models["tuned"]),
-            str(models["base"]),
-            "-o",
-            str(t / "v1.safetensors"),
-            "--quiet",
-            "--dtype",
-            "fp32",
-        ]
-    )
-    main(
-        [
-            "extract",
-            str(models["d2"]),
-            str(models["base"]),
-            "-o",
-            str(t / "v2.safetensors"),
-            "--quiet",
-            "--dtype",
-            "fp32",
-        ]
-    )
+    for src, name in (("tuned", "v1"), ("d2", "v2")):
+        args = ["extract", str(models[src]), str(models["base"]), "-o", str(t / f"{name}.safetensors")]
+        assert main([*args, "--quiet", "--dtype", "fp32"]) == 0
     rc = main(["stamp", str(t / "v1.safetensors"), str(models["d1"]), "-o", str(t / "s"), "--alpha", "0.5",
                "--vector", str(t / "v2.safetensors"), "--alpha", "-1", "--quiet"])  # fmt: skip
     assert rc == 0
