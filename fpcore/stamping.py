@@ -121,8 +121,11 @@ def extract(
             skipped[name] = "embedding or output head (--skip-embed)"
         else:
             t = tck.get(name)
-            same = t.dtype == b.dtype and torch.equal(t.view(torch.uint8), b.view(torch.uint8))
-            if same or not bool(torch.any(ops.extract(t, b, dtype=torch.float32) != 0)):
+            if t.dtype == b.dtype:  # same dtype: the delta is zero exactly where the bytes agree
+                zero = torch.equal(t.view(torch.uint8), b.view(torch.uint8))
+            else:  # different dtypes: only the fp32 delta can tell
+                zero = not bool(torch.any(ops.extract(t, b, dtype=torch.float32) != 0))
+            if zero:
                 skipped[name] = "all-zero delta"
             else:
                 keep.append(name)
