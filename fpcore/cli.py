@@ -7,6 +7,7 @@ mismatched model, existing output).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import sys
@@ -19,6 +20,8 @@ from typing import Any
 
 from fpcore import __version__
 from fpcore.io import Checkpoint, CheckpointError
+
+_SUBCOMMAND_MODULES: tuple[str, ...] = ()
 
 
 @contextmanager
@@ -256,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--tensors", action="store_true", help="also show (or, with --json, include) per-tensor figures")
     common(d)
     d.set_defaults(func=cmd_detect)
+
+    # Subcommand groups that live beside their domain layer (fpcore/<domain>/cli.py): each module
+    # defines register(sub, common) and imports its heavy dependencies only when a command runs.
+    for name in _SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(sub, common)
     return p
 
 
