@@ -35,6 +35,13 @@ def set_num_threads(n: int) -> None:
     require_native("set_num_threads").set_num_threads(n)
 
 
+def get_num_threads() -> int:
+    """Threads the native CPU kernels use (1 when the native extension is not built)."""
+    from ._native import HAS_NATIVE, require_native
+
+    return int(require_native("get_num_threads").num_threads()) if HAS_NATIVE else 1
+
+
 __all__ = [
     "HAS_NATIVE",
     "NATIVE_LOAD_ERROR",
@@ -49,6 +56,7 @@ __all__ = [
     "pair_stats",
     "projection",
     "set_num_threads",
+    "get_num_threads",
     "stamp",
     "stamp_",
     "stamp_tensors_",

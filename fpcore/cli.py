@@ -104,6 +104,7 @@ def cmd_stamp(args: argparse.Namespace, *, unstamp: bool = False) -> int:
             models,
             args.output,
             overwrite=args.overwrite,
+            in_place=args.in_place,
             skip_mismatched=getattr(args, "skip_mismatched", False),
             allow_nonfinite=args.allow_nonfinite,
             progress=prog,
@@ -224,7 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stamp", help="stamp theta' = theta + alpha*tau into one or more models")
     s.add_argument("vector", help="fingerprint vector file")
     s.add_argument("models", nargs="+", metavar="MODEL", help="model file(s) or folder(s)")
-    s.add_argument("-o", "--output", required=True, help="one model: the stamped model; several: a folder of them")
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("-o", "--output", help="one model: the stamped model; several: a folder of them")
+    where.add_argument(
+        "--in-place",
+        action="store_true",
+        help="change the model(s) where they are: each shard rewritten beside itself, renamed over it at the end",
+    )
     s.add_argument("--alpha", type=float, action="append", help="strength per vector, in order (default 1.0)")
     s.add_argument("--vector", dest="vectors", action="append", metavar="V", help="another vector (repeatable)")
     s.add_argument("--skip-mismatched", action="store_true", help="leave tensors of another shape unstamped")
@@ -236,7 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("unstamp", help="remove a stamp: theta = theta' - alpha*tau")
     u.add_argument("vector")
     u.add_argument("model")
-    u.add_argument("-o", "--output", required=True)
+    uwhere = u.add_mutually_exclusive_group(required=True)
+    uwhere.add_argument("-o", "--output", help="the unstamped model")
+    uwhere.add_argument(
+        "--in-place", action="store_true", help="change MODEL where it is (shard by shard, temp + rename)"
+    )
     u.add_argument("--alpha", type=float, action="append", help="the strength it was stamped with (default 1.0)")
     u.add_argument("--overwrite", action="store_true")
     u.add_argument("--allow-nonfinite", action="store_true")

@@ -11,15 +11,22 @@ import hashlib
 import json
 import math
 import os
+import queue
 import shutil
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
 
+import fpcore
 from fpcore import __version__, ops
+from fpcore._native import HAS_NATIVE
 from fpcore.io import AtomicOutput, Checkpoint, CheckpointError, SafetensorsWriter
+from fpcore.io.atomic import TMP_PREFIX, fsync_dir
 from fpcore.io.reader import INDEX
 from fpcore.vector import STORE_DTYPES, FingerprintVector, VectorMeta, architecture, is_embedding, tensor_digest
 
@@ -163,23 +170,43 @@ def extract(
 
 
 class _ModelOut:
-    """One target model being written: a writer per shard that tau touches; other shards linked."""
+    """One target model being written: a writer per shard that tau touches; other shards linked.
 
-    def __init__(self, ck: Checkpoint, dest: Path, names_in_order: list[str], metadata_extra: dict[str, str]) -> None:
+    In place (dest None): each touched shard is written to a hidden temporary beside it, and
+    commit() renames the temporaries over the shards once every one is complete and on disk;
+    discard() removes them. Nothing else in the folder is touched."""
+
+    def __init__(
+        self, ck: Checkpoint, dest: Path | None, names_in_order: list[str], metadata_extra: dict[str, str]
+    ) -> None:
         self.ck = ck
-        self.dest = dest
+        self.writers: dict[Path, SafetensorsWriter] = {}
+        self.rest: dict[Path, list[str]] = {}
+        self.temps: list[tuple[Path, Path]] = []  # in place: (temporary, shard it replaces)
+        try:
+            self._open(dest, names_in_order, metadata_extra)
+        except BaseException:
+            self.discard()
+            raise
+
+    def _open(self, dest: Path | None, names_in_order: list[str], metadata_extra: dict[str, str]) -> None:
+        ck = self.ck
         touched: dict[Path, list[str]] = {}
         for n in names_in_order:
             touched.setdefault(ck.info(n).file, []).append(n)
-        self.writers: dict[Path, SafetensorsWriter] = {}
-        self.rest: dict[Path, list[str]] = {}
         single = ck.path.is_file()
-        if not single:
+        if dest is not None and not single:
             dest.mkdir(parents=True, exist_ok=True)
         for f in ck.files:
-            target = dest if single else dest / f.name
+            if dest is None:
+                target = f.with_name(TMP_PREFIX + f.name)
+                if f in touched:
+                    self.temps.append((target, f))
+            else:
+                target = dest if single else dest / f.name
             if f not in touched:
-                _link_or_copy(f, target)
+                if dest is not None:
+                    _link_or_copy(f, target)
                 continue
             first = touched[f]
             others = [n for n, info in ck.items() if info.file == f and n not in set(first)]
@@ -188,21 +215,127 @@ class _ModelOut:
             meta.update(metadata_extra)
             self.writers[f] = SafetensorsWriter(target, layout, meta)
             self.rest[f] = others
-        if not single:
+        if dest is not None and not single:
             if ck.index_file is not None:
                 shutil.copy2(ck.index_file, dest / INDEX)
             for extra in ck.other_files():
                 shutil.copy2(extra, dest / extra.name)
 
-    def write(self, name: str, t: torch.Tensor) -> None:
-        self.writers[self.ck.info(name).file].write(name, t)
+    def commit(self) -> None:
+        """In place: fsync every temporary, then rename each over its shard (a shard is always whole)."""
+        for tmp, _ in self.temps:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        for tmp, shard in self.temps:
+            os.replace(tmp, shard)
+        for folder in {shard.parent for _, shard in self.temps}:
+            fsync_dir(folder)
+
+    def discard(self) -> None:
+        for w in self.writers.values():
+            w.abort()
+        for tmp, _ in self.temps:
+            tmp.unlink(missing_ok=True)
+
+    def writer(self, name: str) -> SafetensorsWriter:
+        return self.writers[self.ck.info(name).file]
+
+    def copy(self, name: str, offset: int = 0) -> None:
+        """Tensor `name`'s bytes from `offset` on, unchanged, file to file."""
+        info = self.ck.info(name)
+        self.writer(name).copy_part(name, self.ck.fd(info.file), info.start + offset, info.nbytes - offset)
 
     def finish(self) -> None:
         for f, w in self.writers.items():
             for n in self.rest[f]:
-                w.write(n, self.ck.get(n))
-                self.ck.release(n)
+                self.copy(n)
             w.close()
+
+
+class _Buffers:
+    """Reusable byte buffers, one per slot, grown on demand: a streaming pass allocates (and faults
+    in) its working memory once, whatever the model's size."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[object, torch.Tensor] = {}
+
+    def get(self, slot: object, nbytes: int, dtype: torch.dtype) -> torch.Tensor:
+        b = self._bufs.get(slot)
+        if b is None or b.numel() < nbytes:
+            b = self._bufs[slot] = torch.empty(nbytes, dtype=torch.uint8)
+        return b[:nbytes].view(dtype)
+
+
+class _WriteBehind:
+    """Output work (writes and file-to-file copies, in submission order) on one background thread
+    while the caller reads and computes the next chunk. Output buffers cycle through a pool of
+    `depth`, so memory stays fixed; the first error on the thread is raised in the caller at its next
+    call (and by close()), after which the thread does nothing more."""
+
+    def __init__(self, depth: int = 4) -> None:
+        self._work: queue.SimpleQueue[tuple[Callable[[], None], torch.Tensor | None] | None] = queue.SimpleQueue()
+        self._free: queue.SimpleQueue[torch.Tensor] = queue.SimpleQueue()
+        for _ in range(depth):
+            self._free.put(torch.empty(0, dtype=torch.uint8))
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="fpcore-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            fn, buf = item
+            if self._error is None:
+                try:
+                    fn()
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    self._error = exc
+            if buf is not None:
+                self._free.put(buf)
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def buffer(self, nbytes: int) -> torch.Tensor:
+        """A free uint8 output buffer of at least `nbytes` (waits while all are being written)."""
+        self._raise()
+        b = self._free.get()
+        return b if b.numel() >= nbytes else torch.empty(nbytes, dtype=torch.uint8)
+
+    def submit(self, fn: Callable[[], None], buf: torch.Tensor | None = None) -> None:
+        """Run fn() on the writer thread; `buf` (from buffer()) returns to the pool afterwards."""
+        self._raise()
+        self._work.put((fn, buf))
+
+    def close(self, *, raise_error: bool = True) -> None:
+        """Wait for all submitted work; raise its first error."""
+        self._work.put(None)
+        self._thread.join()
+        if raise_error:
+            self._raise()
+
+
+@contextmanager
+def _compute_threads(n: int) -> Iterator[None]:
+    """Native kernel threads for the duration: the streaming pass computes on n cores and writes on
+    another, rather than having the writer preempt a kernel thread mid parallel region."""
+    old = fpcore.get_num_threads()
+    if HAS_NATIVE:
+        fpcore.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if HAS_NATIVE:
+            fpcore.set_num_threads(old)
+
+
+def _bytes(t: torch.Tensor) -> memoryview:
+    return memoryview(t.view(torch.uint8).numpy())
+
+
+# Elements per streamed chunk (4 MiB of bf16 output): large enough that per-chunk Python costs vanish,
+# small enough that the reusable buffers stay in the last-level cache between pread, kernel and write.
+STREAM_ELEMS = 1 << 21
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -216,9 +349,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def stamp(
     vectors: Sequence[tuple[str | Path, float]],
     models: Sequence[str | Path],
-    out: str | Path,
+    out: str | Path | None,
     *,
     overwrite: bool = False,
+    in_place: bool = False,
     skip_mismatched: bool = False,
     allow_nonfinite: bool = False,
     progress: Progress | None = None,
@@ -227,7 +361,10 @@ def stamp(
     and applied to every model's matching tensor before the next is read.
 
     One model: `out` is the stamped model (same form as the input: file or folder, same shard
-    layout, index and non-weight files). Several: ``out/<model name>/`` each. Lineage: every model
+    layout, index and non-weight files). Several: ``out/<model name>/`` each. With in_place (and
+    out None) each model is changed where it is: every shard tau touches is rewritten to a
+    temporary beside it and, once all are complete and fsynced, renamed over it (needs free disk
+    for those shards; an error or a kill before the renames leaves the model as it was). Lineage: every model
     must share the vectors' base architecture (vocabulary growth of embeddings allowed: tau goes to
     the shared rows); other shape mismatches raise unless skip_mismatched.
 
@@ -238,6 +375,8 @@ def stamp(
         raise ValueError("stamp: give at least one vector")
     if not models:
         raise ValueError("stamp: give at least one model")
+    if in_place == (out is not None):
+        raise ValueError("stamp: give either an output path or in_place=True, not both or neither")
     vecs = [(FingerprintVector(p), float(a)) for p, a in vectors]
     cks = [Checkpoint(m) for m in models]
     names_dest = [ck.path.name if ck.path.is_dir() else ck.path.stem for ck in cks]
@@ -272,9 +411,21 @@ def stamp(
     extra_meta = {
         "fpcore_stamped": json.dumps([{"base_digest": v.meta.base_digest, "alpha": a} for v, a in vecs]),
     }
-    stamped = 0
-    vec_bytes = 0
-    outdir = Path(out)
+    run = partial(_stream, order, vecs, cks, plan, allow_nonfinite, progress)
+    if in_place:
+        outs: list[_ModelOut] = []
+        try:
+            for i, ck in enumerate(cks):
+                outs.append(_ModelOut(ck, None, plan[i], extra_meta))
+            stamped, vec_bytes = run(outs)
+            for o in outs:
+                o.commit()
+        except BaseException:
+            for o in outs:
+                o.discard()
+            raise
+        return StampResult([ck.path for ck in cks], stamped, notes, vec_bytes)
+    outdir = Path(out)  # type: ignore[arg-type]
     with AtomicOutput(outdir, overwrite=overwrite, is_file=len(cks) == 1 and cks[0].path.is_file()) as tmp:
         dests = (
             [tmp]
@@ -286,51 +437,102 @@ def stamp(
         if len(cks) > 1:
             tmp.mkdir(exist_ok=True)
         outs = [_ModelOut(ck, d, plan[i], extra_meta) for i, (ck, d) in enumerate(zip(cks, dests, strict=True))]
-        for name in order:
-            taus = []
-            for v, a in vecs:
-                if name in v.names():
-                    t = v.get(name)
-                    vec_bytes += t.numel() * t.element_size()
-                    if not allow_nonfinite and not _all_finite(t):
-                        raise CheckpointError(
-                            f"{v.path}: tensor {name!r} has non-finite values (pass --allow-nonfinite to use it)"
-                        )
-                    taus.append((t, a))
-            for i, ck in enumerate(cks):
-                if name not in plan[i]:
-                    continue
-                theta = ck.get(name)
-                outs[i].write(name, _stamp_one(theta, taus))
-                ck.release(name)  # keep resident memory to the tensors in flight
-                stamped += 1
-                if progress:
-                    progress(ck.info(name).nbytes)
-            for v, _ in vecs:
-                if name in v.names():
-                    v.ckpt.release(name)
-        for o in outs:
-            o.finish()
+        try:
+            stamped, vec_bytes = run(outs)
+        except BaseException:
+            for o in outs:
+                o.discard()  # closes the files; AtomicOutput removes the temporary folder
+            raise
     outputs = [outdir] if len(cks) == 1 else [outdir / d.name for d in dests]
     return StampResult(outputs, stamped, notes, vec_bytes)
+
+
+def _stream(
+    order: list[str],
+    vecs: list[tuple[FingerprintVector, float]],
+    cks: list[Checkpoint],
+    plan: dict[int, list[str]],
+    allow_nonfinite: bool,
+    progress: Progress | None,
+    outs: list[_ModelOut],
+) -> tuple[int, int]:
+    """The streaming pass over every tensor in `order`, then the untouched tensors of touched
+    shards; returns (tensors stamped, vector bytes read). All output work runs on the writer thread."""
+    stamped = vec_bytes = 0
+    bufs = _Buffers()
+    writer = _WriteBehind()
+    try:
+        with _compute_threads(max(1, fpcore.get_num_threads() - 1)):
+            for name in order:
+                vec_bytes += _stamp_tensor(name, vecs, cks, plan, outs, bufs, writer, allow_nonfinite, progress)
+                stamped += sum(name in plan[i] for i in range(len(cks)))
+        for o in outs:
+            writer.submit(o.finish)
+    except BaseException:
+        writer.close(raise_error=False)  # stop writing; the caller removes the temporary output
+        raise
+    writer.close()  # waits for the writes; raises the first write error
+    return stamped, vec_bytes
+
+
+def _stamp_tensor(
+    name: str,
+    vecs: list[tuple[FingerprintVector, float]],
+    cks: list[Checkpoint],
+    plan: dict[int, list[str]],
+    outs: list[_ModelOut],
+    bufs: _Buffers,
+    writer: _WriteBehind,
+    allow_nonfinite: bool,
+    progress: Progress | None,
+) -> int:
+    """Stream tensor `name` through every model that takes it, chunk by chunk: each tau chunk is read
+    (and checked) once and applied to every model's matching chunk; outputs go to the writer thread.
+    Returns the vector bytes read."""
+    taus = [(v, a) for v, a in vecs if name in v.names()]
+    alphas = [a for _, a in taus]
+    targets = [i for i in range(len(cks)) if name in plan[i]]
+    # tau covers the leading n_tau elements: all of them, or the shared rows after vocabulary growth
+    n_tau = min(v.ckpt.info(name).numel for v, _ in taus)
+    read = 0
+    for off in range(0, n_tau, STREAM_ELEMS):
+        e = min(STREAM_ELEMS, n_tau - off)
+        chunks = []
+        for k, (v, _) in enumerate(taus):
+            dt = v.ckpt.info(name).dtype
+            t = bufs.get(("tau", k), e * dt.itemsize, dt)
+            v.ckpt.read_into(name, off * dt.itemsize, _bytes(t))
+            read += e * dt.itemsize
+            if not allow_nonfinite and not _all_finite(t):
+                raise CheckpointError(
+                    f"{v.path}: tensor {name!r} has non-finite values (pass --allow-nonfinite to use it)"
+                )
+            chunks.append(t)
+        for i in targets:
+            dt = cks[i].info(name).dtype
+            theta = bufs.get("theta", e * dt.itemsize, dt)
+            cks[i].read_into(name, off * dt.itemsize, _bytes(theta))
+            raw = writer.buffer(e * dt.itemsize)
+            out = raw[: e * dt.itemsize].view(dt)
+            ops.stamp(theta, chunks, alphas, out=out)
+            writer.submit(partial(outs[i].writer(name).write_part, name, _bytes(out)), raw)
+            if progress:
+                progress(e * dt.itemsize)
+    for i in targets:
+        info = cks[i].info(name)
+        if info.numel > n_tau or info.numel == 0:  # rows beyond tau (vocabulary growth), unchanged
+            writer.submit(partial(outs[i].copy, name, n_tau * info.dtype.itemsize))
+            if progress:
+                progress((info.numel - n_tau) * info.dtype.itemsize)
+    return read
 
 
 def _fits(target: tuple[int, ...], tau: tuple[int, ...]) -> bool:
     return target == tau or (len(target) == len(tau) >= 1 and target[1:] == tau[1:] and target[0] > tau[0])
 
 
-def _stamp_one(theta: torch.Tensor, taus: list[tuple[torch.Tensor, float]]) -> torch.Tensor:
-    """theta + sum alpha*tau, with tau applied to the leading rows when the target grew (vocabulary)."""
-    rows = min(t.shape[0] for t, _ in taus) if theta.dim() else None
-    if rows is None or all(t.shape == theta.shape for t, _ in taus):
-        return ops.stamp(theta, [t for t, _ in taus], [a for _, a in taus])
-    out = theta.clone()
-    ops.stamp(theta[:rows], [t[:rows] for t, _ in taus], [a for _, a in taus], out=out[:rows])
-    return out
-
-
 def unstamp(
     vector: str | Path, model: str | Path, out: str | Path, *, alpha: float = 1.0, **kwargs: object
 ) -> StampResult:
     """theta = theta' - alpha * tau (stamp with -alpha)."""
-    return stamp([(vector, -alpha)], [model], out, **kwargs)  # type: ignore[arg-type]
+    return stamp([(vector, -alpha)], [model], out, **kwargs)  # type: ignore[arg-type]  # type: ignore[arg-type]

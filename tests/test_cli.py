@@ -57,6 +57,21 @@ def test_errors_exit_2_with_a_clear_message(models, capsys):
     with pytest.raises(SystemExit) as ei:
         main(["stamp"])
     assert ei.value.code == 2
+    with pytest.raises(SystemExit) as ei:  # -o and --in-place exclude each other
+        main(["stamp", str(t / "v.safetensors"), str(models["d1"]), "-o", str(t / "z"), "--in-place"])
+    assert ei.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_stamp_and_unstamp_in_place(models, capsys):
+    t = models["tmp"]
+    main(["extract", str(models["tuned"]), str(models["base"]), "-o", str(t / "v.safetensors"), "--quiet"])
+    main(["stamp", str(t / "v.safetensors"), str(models["d1"]), "-o", str(t / "ref"), "--quiet"])
+    assert main(["stamp", str(t / "v.safetensors"), str(models["d1"]), "--in-place", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"] == [str(models["d1"])]
+    ref, got = Checkpoint(t / "ref"), Checkpoint(models["d1"])
+    assert all(torch.equal(ref.get(n), got.get(n)) for n in ref.names())
+    assert main(["unstamp", str(t / "v.safetensors"), str(models["d1"]), "--in-place", "--quiet"]) == 0
+    assert not list(models["d1"].glob(".fpcore-tmp-*"))
 
 
 def test_console_entry_point_help():

@@ -192,3 +192,142 @@ def test_refusals(family):
     with pytest.raises(CheckpointError, match=r"tensor 'model.layers.0.q.weight': tau has non-finite values"):
         stamping.extract(nt, family["base"], family["tmp"] / "nan.safetensors")
     assert not (family["tmp"] / "nan.safetensors").exists()
+
+
+def test_chunked_streaming_matches_whole_tensor_stamp(family, monkeypatch):
+    """Tensors far larger than a chunk (chunk shrunk to 40 elements): two vectors of mixed dtypes,
+    vocabulary growth, several models; every output equals fpcore.stamp over whole tensors."""
+    monkeypatch.setattr(stamping, "STREAM_ELEMS", 40)
+    v1, v2 = family["tmp"] / "v1.safetensors", family["tmp"] / "v2.safetensors"
+    stamping.extract(family["tuned"], family["base"], v1, dtype="fp32")
+    stamping.extract(family["down2"], family["base"], v2, dtype="bf16")
+    base, _ = family["tensors"]
+    grown = dict(base)
+    grown["model.embed_tokens.weight"] = torch.cat([base["model.embed_tokens.weight"], torch.ones(3, 8).bfloat16()])
+    g = make_model(family["tmp"] / "grown", grown)
+    out = family["tmp"] / "out"
+    res = stamping.stamp([(v1, 0.75), (v2, -1.5)], [family["down1"], g], out)
+    f1, f2 = FingerprintVector(v1), FingerprintVector(v2)
+    assert res.vector_bytes_read == f1.ckpt.nbytes + f2.ckpt.nbytes
+    for src, dest in ((family["down1"], out / "down1"), (g, out / "grown")):
+        m, s = Checkpoint(src), Checkpoint(dest)
+        for n in m.names():
+            x = m.get(n)
+            vs = [(f.get(n), a) for f, a in ((f1, 0.75), (f2, -1.5)) if n in f.names()]
+            if not vs:
+                assert torch.equal(s.get(n), x), n
+                continue
+            rows = vs[0][0].shape[0] if x.dim() else None
+            want = x.clone()
+            want[:rows] = fpcore.stamp(x[:rows], [t for t, _ in vs], [a for _, a in vs])
+            assert_bitwise_equal(s.get(n), want, what=f"{dest.name} {n}")
+
+
+def test_stamp_in_place_equals_stamp_to_output(family):
+    vec = family["tmp"] / "fp.safetensors"
+    stamping.extract(family["tuned"], family["base"], vec)
+    stamping.stamp([(vec, 1.0)], [family["down1"]], family["tmp"] / "out")
+    untouched = family["down1"] / "model-00003-of-00003.safetensors"
+    ino = untouched.stat().st_ino
+    res = stamping.stamp([(vec, 1.0)], [family["down1"]], None, in_place=True)
+    assert res.outputs == [family["down1"]]
+    assert files_digest(family["down1"]) == files_digest(family["tmp"] / "out")  # same bytes, file by file
+    assert untouched.stat().st_ino == ino  # a shard tau does not touch is left alone
+    assert not list(family["down1"].glob(".fpcore-tmp-*"))
+    with pytest.raises(ValueError, match="either an output path or in_place"):
+        stamping.stamp([(vec, 1.0)], [family["down1"]], family["tmp"] / "x", in_place=True)
+
+
+def test_stamp_in_place_error_leaves_model_unchanged(family):
+    """tau's second tensor holds NaN: the first shard was already written to its temporary when the
+    error comes; the model must be byte-identical afterwards and no temporary left."""
+    base, tuned = family["tensors"]
+    nan_t = dict(tuned)
+    nan_t["model.layers.0.mlp.weight"] = tuned["model.layers.0.mlp.weight"].clone()
+    nan_t["model.layers.0.mlp.weight"][3, 3] = float("inf")
+    nt = make_model(family["tmp"] / "nan_tuned", nan_t)
+    vec = family["tmp"] / "nan.safetensors"
+    stamping.extract(nt, family["base"], vec, allow_nonfinite=True)
+    before = files_digest(family["down1"])
+    with pytest.raises(CheckpointError, match=r"tensor 'model.layers.0.mlp.weight' has non-finite values"):
+        stamping.stamp([(vec, 1.0)], [family["down1"]], None, in_place=True)
+    assert files_digest(family["down1"]) == before
+    assert not list(family["down1"].glob(".fpcore-tmp-*"))
+
+
+@pytest.mark.parametrize("header_writes", [0, 1], ids=["in-header", "in-data"])
+@pytest.mark.parametrize("in_place", [False, True], ids=["to-output", "in-place"])
+def test_stamp_full_disk_leaves_nothing(family, monkeypatch, in_place, header_writes):
+    """ENOSPC while a shard's header is written (main thread) or its data (writer thread): the error
+    reaches the caller, no output and no temporary remain, the model is unchanged."""
+    import errno
+
+    import fpcore.io.writer as wmod
+
+    vec = family["tmp"] / "fp.safetensors"
+    stamping.extract(family["tuned"], family["base"], vec)
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def write(self, b):
+            self.n += 1
+            if self.n > header_writes:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(b)
+
+        def __getattr__(self, k):
+            return getattr(self.f, k)
+
+    monkeypatch.setattr(wmod, "open", lambda p, mode="r", *a, **k: FullDisk(real_open(p, mode, *a, **k)), raising=False)
+    before = files_digest(family["down1"])
+    out = None if in_place else family["tmp"] / "out"
+    with pytest.raises(OSError, match="No space left"):
+        stamping.stamp([(vec, 1.0)], [family["down1"]], out, in_place=in_place)
+    assert files_digest(family["down1"]) == before
+    assert not list(family["down1"].glob(".fpcore-tmp-*")) and not list(family["tmp"].glob(".fpcore-tmp-*"))
+    assert out is None or not out.exists()
+
+
+KILL_IN_PLACE = """
+import sys, time
+from fpcore import stamping
+calls = []
+def progress(n):
+    calls.append(n)
+    if len(calls) == 2:  # the first tensor is in the writer's hands
+        print("writing", flush=True)
+        time.sleep(30)
+stamping.stamp([(sys.argv[1], 1.0)], [sys.argv[2]], None, in_place=True, progress=progress)
+"""
+
+
+def test_sigkill_during_in_place_stamp_leaves_model_unchanged(family):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    vec = family["tmp"] / "fp.safetensors"
+    stamping.extract(family["tuned"], family["base"], vec)
+    before = files_digest(family["down1"])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_IN_PLACE, str(vec), str(family["down1"])],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    after = {k: v for k, v in files_digest(family["down1"]).items() if not k.startswith(".fpcore-tmp-")}
+    assert after == before  # only hidden temporaries may remain, never a changed shard
+    assert Checkpoint(family["down1"]).other_files() == [
+        family["down1"] / "config.json",
+        family["down1"] / "tokenizer.json",
+    ]

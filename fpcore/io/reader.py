@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from .atomic import TMP_PREFIX
 from .format import CheckpointError, TensorInfo, read_header
 
 SINGLE = "model.safetensors"
@@ -55,6 +57,7 @@ class Checkpoint:
         if self.index_file is not None:
             self._check_index_matches()
         self._maps: dict[Path, mmap.mmap] = {}
+        self._fds: dict[Path, int] = {}
 
     # -- the shard index ------------------------------------------------------------------------
     def _read_index(self) -> list[Path]:
@@ -120,7 +123,9 @@ class Checkpoint:
         if self.path.is_file():
             return []
         skip = set(self.files) | ({self.index_file} if self.index_file else set())
-        return sorted(f for f in self.root.iterdir() if f.is_file() and f not in skip)
+        return sorted(
+            f for f in self.root.iterdir() if f.is_file() and f not in skip and not f.name.startswith(TMP_PREFIX)
+        )
 
     # -- reading ----------------------------------------------------------------------------------
     def _map(self, file: Path) -> mmap.mmap:
@@ -144,6 +149,33 @@ class Checkpoint:
             flat = torch.frombuffer(m, dtype=info.dtype, count=info.numel, offset=info.start)
         return flat.view(info.shape)
 
+    def fd(self, file: Path) -> int:
+        """A read-only descriptor of one of the checkpoint's files (opened once, closed by close())."""
+        fd = self._fds.get(file)
+        if fd is None:
+            fd = self._fds[file] = os.open(file, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return fd
+
+    def read_into(self, name: str, offset: int, dest: memoryview | bytearray) -> None:
+        """Copy bytes [offset, offset + len(dest)) of tensor `name` into `dest` with pread: no memory
+        map, so a streaming pass holds only its own reusable buffers, whatever the model's size.
+
+        Raises CheckpointError naming the file and tensor when the range is outside the tensor or
+        the file ends early (truncated after it was opened)."""
+        info = self.info(name)
+        view = memoryview(dest).cast("B")
+        if offset < 0 or offset + len(view) > info.nbytes:
+            raise CheckpointError(
+                f"{info.file}: read of bytes [{offset}, {offset + len(view)}) is outside tensor {name!r} "
+                f"({info.nbytes} bytes)"
+            )
+        fd, pos, done = self.fd(info.file), info.start + offset, 0
+        while done < len(view):
+            n = os.preadv(fd, [view[done:]], pos + done)
+            if n == 0:
+                raise CheckpointError(f"{info.file}: tensor {name!r} ends past the file's end (truncated?)")
+            done += n
+
     def release(self, name: str) -> None:
         """Let the OS drop the pages of tensor `name` (clean file pages; re-read on next touch), so a
         streaming pass keeps its resident memory to the tensors in flight, not the whole model."""
@@ -156,8 +188,11 @@ class Checkpoint:
         m.madvise(mmap.MADV_DONTNEED, start, info.end - start)
 
     def close(self) -> None:
-        """Drop the memory maps (tensors already returned keep theirs alive)."""
+        """Drop the memory maps (tensors already returned keep theirs alive) and file descriptors."""
         self._maps.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
     def __enter__(self) -> Checkpoint:
         return self
