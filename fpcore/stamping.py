@@ -9,7 +9,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import math
 import os
 import queue
 import shutil
@@ -27,7 +26,7 @@ from fpcore import __version__, ops
 from fpcore._native import HAS_NATIVE
 from fpcore.io import AtomicOutput, Checkpoint, CheckpointError, SafetensorsWriter
 from fpcore.io.atomic import TMP_PREFIX, fsync_dir
-from fpcore.io.reader import INDEX
+from fpcore.io.reader import INDEX, as_bytes
 from fpcore.vector import STORE_DTYPES, FingerprintVector, VectorMeta, architecture, is_embedding, tensor_digest
 
 Progress = Callable[[int], None]  # called with bytes processed
@@ -49,17 +48,6 @@ class StampResult:
     tensors_stamped: int
     notes: list[str] = field(default_factory=list)
     vector_bytes_read: int = 0
-
-
-def _all_finite(t: torch.Tensor) -> bool:
-    """True when every element is finite: one native pass (|t|^2 is finite unless an element is NaN,
-    Inf or beyond ~1.8e19), with torch's exact elementwise check only to confirm a suspicion."""
-    if t.numel() == 0:
-        return True
-    s = ops.pair_stats(t.reshape(-1), t.reshape(-1))
-    if math.isfinite(s.norm_a):
-        return True
-    return bool(torch.isfinite(t).all())
 
 
 def _selected(name: str, include: Sequence[str] | None, exclude: Sequence[str] | None) -> bool:
@@ -153,7 +141,7 @@ def extract(
         with SafetensorsWriter(tmp, layout, meta.to_strings()) as w:
             for name in keep:
                 tau = ops.extract(tck.get(name), bck.get(name), dtype=store)
-                if not allow_nonfinite and not _all_finite(tau):
+                if not allow_nonfinite and not ops.all_finite(tau):
                     raise CheckpointError(
                         f"{tck.path}: tensor {name!r}: tau has non-finite values (pass --allow-nonfinite to keep them)"
                     )
@@ -329,10 +317,6 @@ def _compute_threads(n: int) -> Iterator[None]:
             fpcore.set_num_threads(old)
 
 
-def _bytes(t: torch.Tensor) -> memoryview:
-    return memoryview(t.view(torch.uint8).numpy())
-
-
 # Elements per streamed chunk (4 MiB of bf16 output): large enough that per-chunk Python costs vanish,
 # small enough that the reusable buffers stay in the last-level cache between pread, kernel and write.
 STREAM_ELEMS = 1 << 21
@@ -501,9 +485,9 @@ def _stamp_tensor(
         for k, (v, _) in enumerate(taus):
             dt = v.ckpt.info(name).dtype
             t = bufs.get(("tau", k), e * dt.itemsize, dt)
-            v.ckpt.read_into(name, off * dt.itemsize, _bytes(t))
+            v.ckpt.read_into(name, off * dt.itemsize, as_bytes(t))
             read += e * dt.itemsize
-            if not allow_nonfinite and not _all_finite(t):
+            if not allow_nonfinite and not ops.all_finite(t):
                 raise CheckpointError(
                     f"{v.path}: tensor {name!r} has non-finite values (pass --allow-nonfinite to use it)"
                 )
@@ -511,11 +495,11 @@ def _stamp_tensor(
         for i in targets:
             dt = cks[i].info(name).dtype
             theta = bufs.get("theta", e * dt.itemsize, dt)
-            cks[i].read_into(name, off * dt.itemsize, _bytes(theta))
+            cks[i].read_into(name, off * dt.itemsize, as_bytes(theta))
             raw = writer.buffer(e * dt.itemsize)
             out = raw[: e * dt.itemsize].view(dt)
             ops.stamp(theta, chunks, alphas, out=out)
-            writer.submit(partial(outs[i].writer(name).write_part, name, _bytes(out)), raw)
+            writer.submit(partial(outs[i].writer(name).write_part, name, as_bytes(out)), raw)
             if progress:
                 progress(e * dt.itemsize)
     for i in targets:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,15 +109,23 @@ class FingerprintVector:
     def check_target(self, target: Checkpoint, *, allow_vocab_growth: bool = True) -> list[str]:
         """Raise CheckpointError naming the first tensor where `target` does not share the base's
         architecture; returns notes (e.g. vocabulary growth, tied embeddings)."""
+        shapes = {n: info.shape for n, info in target.items()}
+        return self.check_shapes(shapes, str(target.path), allow_vocab_growth=allow_vocab_growth)
+
+    def check_shapes(
+        self, shapes: Mapping[str, Sequence[int]], where: str, *, allow_vocab_growth: bool = True
+    ) -> list[str]:
+        """check_target for any tensors given by name -> shape (a live module's parameters); `where`
+        names the target in errors."""
         notes: list[str] = []
         for name in self.names():
             want = self.meta.architecture.get(name) or list(self.ckpt.info(name).shape)
-            if name not in target:
-                if "lm_head" in name and any(is_embedding(n) and "lm_head" not in n for n in target.names()):
+            if name not in shapes:
+                if "lm_head" in name and any(is_embedding(n) and "lm_head" not in n for n in shapes):
                     notes.append(f"{name}: not in target (tied embeddings); skipped")
                     continue
-                raise CheckpointError(f"{target.path}: tensor {name!r} of the vector's base is missing")
-            got = list(target.info(name).shape)
+                raise CheckpointError(f"{where}: tensor {name!r} of the vector's base is missing")
+            got = list(shapes[name])
             if got == want:
                 continue
             grew = allow_vocab_growth and len(got) == len(want) >= 1 and got[1:] == want[1:] and got[0] > want[0]
@@ -124,6 +133,6 @@ class FingerprintVector:
                 notes.append(f"{name}: target has {got[0]} rows, base {want[0]}; tau applied to the shared rows")
                 continue
             raise CheckpointError(
-                f"{target.path}: tensor {name!r} has shape {tuple(got)}, the vector's base has {tuple(want)}"
+                f"{where}: tensor {name!r} has shape {tuple(got)}, the vector's base has {tuple(want)}"
             )
         return notes

@@ -18,6 +18,11 @@ SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 
 
+def as_bytes(t: torch.Tensor) -> memoryview:
+    """A writable byte view of a contiguous CPU tensor's memory (for pread/write without copies)."""
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
+
 class Checkpoint:
     """One ``.safetensors`` file, a folder holding ``model.safetensors``, or a folder holding
     ``model.safetensors.index.json`` and its shards.
@@ -175,6 +180,21 @@ class Checkpoint:
             if n == 0:
                 raise CheckpointError(f"{info.file}: tensor {name!r} ends past the file's end (truncated?)")
             done += n
+
+    def read(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Tensor `name` as memory of its own (pread, no memory map): into `out` when given (a
+        contiguous CPU tensor of the tensor's dtype and shape, e.g. pinned), else a new tensor."""
+        info = self.info(name)
+        if out is None:
+            out = torch.empty(info.shape, dtype=info.dtype)
+        elif out.dtype != info.dtype or tuple(out.shape) != info.shape or not out.is_contiguous() or out.is_cuda:
+            raise CheckpointError(
+                f"{info.file}: tensor {name!r} is {info.dtype} {info.shape}; out is {out.dtype} "
+                f"{tuple(out.shape)} on {out.device} (contiguous CPU memory of that dtype and shape needed)"
+            )
+        if info.numel:
+            self.read_into(name, 0, as_bytes(out))
+        return out
 
     def release(self, name: str) -> None:
         """Let the OS drop the pages of tensor `name` (clean file pages; re-read on next touch), so a

@@ -2,7 +2,7 @@
 
 from .extract import extract, extract_tensors
 from .matching_loss import matching_loss, matching_loss_batch
-from .pair_stats import PairStats, pair_stats
+from .pair_stats import PairStats, all_finite, pair_stats
 from .projection import Projection, projection
 from .stamp import stamp, stamp_, stamp_tensors_
 from .trajectory import TrajectoryStats, trajectory_stats
@@ -11,6 +11,7 @@ __all__ = [
     "PairStats",
     "Projection",
     "TrajectoryStats",
+    "all_finite",
     "extract",
     "extract_tensors",
     "matching_loss",

@@ -113,3 +113,14 @@ def pair_stats(a: Vector, b: Vector, *, check_finite: bool = False) -> PairStats
     op = "pair_stats"
     lists = paired_vectors(op, ["a", "b"], [a, b], check_finite=check_finite)
     return PairStats.from_sums(*run_reduction(op, "pair_stats", lists))
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """True when every element of `t` is finite: one native pass (|t|^2 is finite unless an element
+    is NaN, Inf or beyond ~1.8e19), with torch's exact elementwise check only to confirm a suspicion."""
+    if t.numel() == 0:
+        return True
+    flat = t.reshape(-1)
+    if math.isfinite(pair_stats(flat, flat).norm_a):
+        return True
+    return bool(torch.isfinite(t).all())

@@ -169,6 +169,44 @@ def test_stamp_multi_in_place_and_unaligned():
         assert_bitwise_equal(b, w, what="unaligned in place")
 
 
+def test_state_dict_in_three_launches(monkeypatch):
+    """A state dict of mixed sizes, bf16/fp16/fp32 weights stamped in place with a bf16 and an fp32
+    vector, one of its tensors an unaligned view: 3 launches (one per weight dtype), bit-exact."""
+    from fpcore.backends.triton import pair_stats as tri_pair
+    from fpcore.backends.triton import stamp as tri_stamp
+
+    sizes = [1, 4097, 31, (1 << 16) + 3, 7, 8192, 300]
+    bases = [_vals(n, DTYPES[i % 3], 40 + i, special=False) for i, n in enumerate(sizes)]
+    bases[3] = _vals(sizes[3] + 1, DTYPES[0], 60, special=False)[1:]  # unaligned
+    v1 = [_vals(n, torch.bfloat16, 70 + i, special=False) for i, n in enumerate(sizes)]
+    v2 = [_vals(n, torch.float32, 80 + i, special=False) for i, n in enumerate(sizes)]
+    wants = [torch.empty_like(b) for b in bases]
+    ref.stamp_multi_reference(wants, bases, [v1, v2], [0.5, -1.25])
+
+    launches = []
+
+    class Counting:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return self.kernel[grid]
+
+    monkeypatch.setattr(tri_stamp, "_stamp_multi_kernel", Counting(tri_stamp._stamp_multi_kernel))
+    tri.stamp_multi_triton(bases, bases, [v1, v2], [0.5, -1.25])
+    assert len(launches) == 3
+    for i, (b, w) in enumerate(zip(bases, wants, strict=True)):
+        assert_bitwise_equal(b, w, what=f"tensor {i}")
+
+    monkeypatch.setattr(tri_pair, "_pair_kernel", Counting(tri_pair._pair_kernel))
+    launches.clear()
+    got = tri.pair_stats_triton(bases, v2)
+    assert len(launches) == 3  # pair_stats over the same state dict: one launch per dtype pair
+    want = ref.pair_stats_reference(bases, v2)
+    assert got[6] == want[6] and _close_pos(got[1], want[1])
+
+
 def test_stamp_multi_empty():
     tri.stamp_multi_triton([], [], [[]], [1.0])
     e = torch.empty(0, device=DEVICE)

@@ -150,17 +150,19 @@ def plan(roles: Sequence[Sequence[torch.Tensor]], block: int, device: torch.devi
 
 
 def _make_plan(roles: Sequence[Sequence[torch.Tensor]], block: int, device: torch.device) -> list[Group]:
-    buckets: dict[tuple[tuple[int, ...], bool], list[int]] = {}
+    # One group per dtype signature, so a state dict whose vectors each have one dtype takes at most
+    # one launch per dtype of its weights (3). A group is hinted aligned only if all its tensors are
+    # (parameters allocated by torch always are; a stray unaligned view costs its group the hint,
+    # not an extra launch).
+    buckets: dict[tuple[int, ...], list[int]] = {}
     for i in range(len(roles[0])):
-        tensors = [role[i] for role in roles]
-        if tensors[0].numel() == 0:
+        if roles[0][i].numel() == 0:
             continue
-        codes = tuple(DTYPE_CODE[t.dtype] for t in tensors)
-        aligned = all(t.data_ptr() % ALIGN_BYTES == 0 for t in tensors)
-        buckets.setdefault((codes, aligned), []).append(i)
+        buckets.setdefault(tuple(DTYPE_CODE[role[i].dtype] for role in roles), []).append(i)
 
     groups = []
-    for (codes, aligned), idx in buckets.items():
+    for codes, idx in buckets.items():
+        aligned = all(role[i].data_ptr() % ALIGN_BYTES == 0 for i in idx for role in roles)
         sizes = [roles[0][i].numel() for i in idx]
         rows = [[role[i].data_ptr() for role in roles] + [n] for i, n in zip(idx, sizes, strict=True)]
         first, total = [], 0  # first chunk of each tensor
