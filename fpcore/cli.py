@@ -74,6 +74,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
             exclude=args.exclude,
             overwrite=args.overwrite,
             allow_nonfinite=args.allow_nonfinite,
+            force=args.force,
             progress=prog,
         )
     sec = time.perf_counter() - t0
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--exclude", action="append", metavar="GLOB", help="leave out tensors whose name matches")
     e.add_argument("--overwrite", action="store_true", help="replace an existing output")
     e.add_argument("--allow-nonfinite", action="store_true", help="keep a tau with NaN/Inf instead of refusing")
+    e.add_argument("--force", action="store_true", help="extract even when BASE does not look like TUNED's base")
     common(e)
     e.set_defaults(func=cmd_extract)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import math
 import os
 import queue
 import shutil
@@ -30,6 +31,11 @@ from fpcore.io.reader import INDEX, as_bytes
 from fpcore.vector import STORE_DTYPES, FingerprintVector, VectorMeta, architecture, is_embedding, tensor_digest
 
 Progress = Callable[[int], None]  # called with bytes processed
+
+
+# extract refuses (unless forced) when |tuned - base| / |base| exceeds this: fine-tunes, even long ones,
+# move a model by a few percent to ~40% (issue #4's high-drift models), unrelated weights by ~140%.
+UNRELATED_BASE_RATIO = 0.6
 
 
 @dataclass
@@ -75,6 +81,7 @@ def extract(
     exclude: Sequence[str] | None = None,
     overwrite: bool = False,
     allow_nonfinite: bool = False,
+    force: bool = False,
     progress: Progress | None = None,
 ) -> ExtractResult:
     """Write the fingerprint vector tau = tuned - base (one .safetensors file at `out`).
@@ -85,7 +92,8 @@ def extract(
 
     Raises:
         CheckpointError naming the file and tensor (mismatched names or shapes, non-finite tau
-        unless allow_nonfinite, unreadable files); FileExistsError if `out` exists (overwrite=False);
+        unless allow_nonfinite, unreadable files, a BASE that is not TUNED's base: |tuned - base|
+        above UNRELATED_BASE_RATIO of |base| unless force); FileExistsError if `out` exists (overwrite=False);
         ValueError for an unknown dtype.
     """
     if dtype not in STORE_DTYPES:
@@ -101,6 +109,7 @@ def extract(
     skipped: dict[str, str] = {}
     digests: dict[str, tuple[list[int], str, str]] = {}
     keep: list[str] = []
+    delta_sq = base_sq = 0.0  # |tuned - base|^2 and |base|^2 over the float tensors compared
     # pass 1: lineage digest of the base, shapes, and which deltas are all zero
     for name in bck.names():
         bi, ti = bck.info(name), tck.info(name)
@@ -124,10 +133,21 @@ def extract(
                 skipped[name] = "all-zero delta"
             else:
                 keep.append(name)
+            if not force and t.numel():
+                st = ops.pair_stats(t.reshape(-1), b.reshape(-1))
+                if math.isfinite(st.l2sq) and math.isfinite(st.norm_b):  # NaN/Inf: the finiteness check's call
+                    delta_sq += st.l2sq
+                    base_sq += st.norm_b**2
         bck.release(name)
         tck.release(name)
         if progress:
             progress(bi.nbytes)
+    if not force and base_sq > 0 and math.sqrt(delta_sq / base_sq) > UNRELATED_BASE_RATIO:
+        raise CheckpointError(
+            f"{tck.path}: differs from {bck.path} by {100 * math.sqrt(delta_sq / base_sq):.0f}% of the base's norm; "
+            f"a fine-tune moves a model by a few percent, so BASE does not look like TUNED's base "
+            f"(pass --force to extract anyway)"
+        )
     meta = VectorMeta(
         dtype=dtype,
         base_digest=_digest_of(digests),

@@ -180,6 +180,11 @@ def test_refusals(family):
     write_safetensors(folder / "model.safetensors", other)
     with pytest.raises(CheckpointError, match=r"is not in both checkpoints"):
         stamping.extract(family["tuned"], folder, family["tmp"] / "x.safetensors")
+    unrelated = make_model(family["tmp"] / "unrelated", base_tensors(seed=5))  # same architecture, other weights
+    with pytest.raises(CheckpointError, match=r"does not look like TUNED's base \(pass --force"):
+        stamping.extract(family["tuned"], unrelated, family["tmp"] / "u.safetensors")
+    assert not (family["tmp"] / "u.safetensors").exists()
+    stamping.extract(family["tuned"], unrelated, family["tmp"] / "u.safetensors", force=True)
     not_vec = family["tmp"] / "plain.safetensors"
     write_safetensors(not_vec, {"a": torch.ones(2)})
     with pytest.raises(CheckpointError, match=r"not an fpcore fingerprint vector"):
