@@ -716,13 +716,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-mergekit", action="store_true", help="skip the mergekit peer")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--from-json", metavar="FILE", help="report a saved result (this tool's --json output) instead")
+    p.add_argument("--update-readme", metavar="README", help="put the report between the perf-checkpoint markers")
     args = p.parse_args(argv)
+    if args.from_json:
+        res = json.loads(Path(args.from_json).read_text())
+        text = report(res)
+        print(text)
+        if args.update_readme:
+            from fpcore.bench_report import update_readme
+
+            cmd = "python -m fpcore.bench_checkpoint --json > docs/perf/checkpoint_bench.json"
+            update_readme(
+                args.update_readme,
+                f"Measured by `{cmd}` ({res['cache']} page cache):\n\n```text\n{text}\n```\n",
+                "checkpoint",
+            )
+        return 0
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     res = bench(args, log)
     print(json.dumps(res, indent=2) if args.json else report(res))
+    if args.update_readme:
+        from fpcore.bench_report import update_readme
+
+        update_readme(args.update_readme, f"```text\n{report(res)}\n```\n", "checkpoint")
     return 0
 
 

@@ -56,6 +56,18 @@ FLOORS = [
         "test_headline_peer_pol_loop",
         10.0,
     ),
+    Floor(
+        "stamp-on-load vs plain safetensors load, warm cache (>= 0.91: overhead <= 10%)",
+        "test_serving_stamped_load[warm]",
+        "test_serving_plain_load[warm]",
+        1 / 1.1,
+    ),
+    Floor(
+        "stamp-on-load vs plain safetensors load, model cold (>= 0.91: overhead <= 10%)",
+        "test_serving_stamped_load[cold]",
+        "test_serving_plain_load[cold]",
+        1 / 1.1,
+    ),
     Floor("GPU stamp bf16+bf16->bf16 vs device-to-device copy", "test_stamp_bf16_bf16", None, 0.85),
     Floor("GPU stamp bf16+fp32->bf16 vs device-to-device copy", "test_stamp_bf16_f32tau", None, 0.85),
 ]
