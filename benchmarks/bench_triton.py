@@ -136,15 +136,27 @@ def test_stamp_multi_7b_bf16(benchmark, copy_gbps, state_7b):
     _record(benchmark, lambda: stamp_multi_triton(base, base, [tau], [0.37]), 6 * n, copy_gbps)
 
 
-@pytest.mark.benchmark(group="gpu-stamp")
-def test_stamp_multi_7b_f32tau(benchmark, copy_gbps, state_7b):
-    """stamp_multi_triton over the 7B bf16 state dict with an fp32 tau, in place (bf16 tau freed first)."""
-    n = numel(LLAMA2_7B_SHAPES)
-    base = state_7b["base"]
+@pytest.fixture(scope="module")
+def tau32_7b(state_7b) -> list[torch.Tensor]:
+    """An fp32 tau for the 7B bf16 base (the bf16 tau freed first: 27 GB, peak 40.4e9 bytes with the base)."""
     state_7b.pop("tau", None)
     torch.cuda.empty_cache()
-    tau32 = state_dict(LLAMA2_7B_SHAPES, torch.float32, 1e-3)  # 27 GB: peak 40.4e9 bytes with the base
-    _record(benchmark, lambda: stamp_multi_triton(base, base, [tau32], [0.37]), 8 * n, copy_gbps)
+    return state_dict(LLAMA2_7B_SHAPES, torch.float32, 1e-3)
+
+
+@pytest.mark.benchmark(group="gpu-stamp")
+def test_stamp_multi_7b_f32tau(benchmark, copy_gbps, state_7b, tau32_7b):
+    """stamp_multi_triton over the 7B bf16 state dict with an fp32 tau, in place."""
+    n = numel(LLAMA2_7B_SHAPES)
+    base = state_7b["base"]
+    _record(benchmark, lambda: stamp_multi_triton(base, base, [tau32_7b], [0.37]), 8 * n, copy_gbps)
+
+
+@pytest.mark.benchmark(group="gpu-stamp")
+def test_foreach_add_7b_f32tau(benchmark, copy_gbps, state_7b, tau32_7b):
+    """Baseline: torch._foreach_add_(bf16 base, fp32 tau, alpha=0.37): mixed dtypes leave foreach's fast path."""
+    n = numel(LLAMA2_7B_SHAPES)
+    _record(benchmark, lambda: torch._foreach_add_(state_7b["base"], tau32_7b, alpha=0.37), 8 * n, copy_gbps)
 
 
 @pytest.mark.benchmark(group="gpu-pair-stats")

@@ -70,6 +70,18 @@ FLOORS = [
     ),
     Floor("GPU stamp bf16+bf16->bf16 vs device-to-device copy", "test_stamp_bf16_bf16", None, 0.85),
     Floor("GPU stamp bf16+fp32->bf16 vs device-to-device copy", "test_stamp_bf16_f32tau", None, 0.85),
+    Floor(
+        "GPU stamp 7B state dict vs _foreach_add_, bf16 tau (speed-up)",
+        "test_stamp_multi_7b_bf16",
+        "test_foreach_add_7b_bf16",
+        2.0,
+    ),
+    Floor(
+        "GPU stamp 7B state dict vs _foreach_add_, fp32 tau (speed-up)",
+        "test_stamp_multi_7b_f32tau",
+        "test_foreach_add_7b_f32tau",
+        2.0,
+    ),
 ]
 
 
