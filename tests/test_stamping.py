@@ -336,3 +336,15 @@ def test_sigkill_during_in_place_stamp_leaves_model_unchanged(family):
         family["down1"] / "config.json",
         family["down1"] / "tokenizer.json",
     ]
+
+
+def test_single_file_model_in_place_and_to_output(family):
+    vec = family["tmp"] / "fp.safetensors"
+    stamping.extract(family["tuned"], family["base"], vec)
+    base, _ = family["tensors"]
+    single = family["tmp"] / "one.safetensors"
+    write_safetensors(single, perturbed(base, 4, 0.01, skip=()), {"format": "pt"})
+    stamping.stamp([(vec, 0.5)], [single], family["tmp"] / "one_out.safetensors")
+    stamping.stamp([(vec, 0.5)], [single], None, in_place=True)
+    assert single.read_bytes() == (family["tmp"] / "one_out.safetensors").read_bytes()
+    assert not list(family["tmp"].glob(".fpcore-tmp-*"))
