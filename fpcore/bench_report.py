@@ -57,6 +57,12 @@ FLOORS = [
         10.0,
     ),
     Floor(
+        "file->file stamp vs the plain-copy I/O floor, in-process (>= 0.77: within 1.3x)",
+        "test_checkpoint_stamp_file_to_file",
+        "test_checkpoint_floor_copy",
+        1 / 1.3,
+    ),
+    Floor(
         "stamp-on-load vs plain safetensors load, warm cache (>= 0.91: overhead <= 10%)",
         "test_serving_stamped_load[warm]",
         "test_serving_plain_load[warm]",
