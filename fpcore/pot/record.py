@@ -1,0 +1,203 @@
+"""The proof-of-training record: a folder with record.json, batches.npy and ckpt/step_<n>.safetensors.
+
+record.json holds the header (format version, model builder and arguments, initialiser and seed,
+optimiser and schedule, the dataset's identity, batch size, checkpoint interval k, the per-segment
+augmentation seeds, batches.npy's sha256) and a list of checkpoints. Each checkpoint entry carries
+its step, file, size, sha256 and `prev`: the sha256 of the previous entry (for the first entry, of the
+header), so the entries form a hash chain; `head` is the hash of the last entry. Publishing `head`
+commits to the whole record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+FORMAT = "fpcore.pot-record"
+VERSION = 1
+HEADER_KEYS = (
+    "model",
+    "init",
+    "optimizer",
+    "schedule",
+    "dataset",
+    "batch_size",
+    "every",
+    "steps",
+    "steps_per_epoch",
+    "augment",
+    "segment_seeds",
+    "batches",
+)
+
+
+class RecordError(ValueError):
+    """A damaged or malformed record; the message names the record and the entry."""
+
+
+def canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sha256_bytes(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def header_of(doc: dict) -> dict:
+    return {k: v for k, v in doc.items() if k not in ("checkpoints", "head")}
+
+
+def seal(doc: dict, entries: list[dict]) -> dict:
+    """Chain `entries` (each {step, file, bytes, sha256}) onto the header; returns the full record."""
+    prev = sha256_bytes(canonical(header_of(doc)))
+    chained = []
+    for e in entries:
+        e = {**{k: e[k] for k in ("step", "file", "bytes", "sha256")}, "prev": prev}
+        chained.append(e)
+        prev = sha256_bytes(canonical(e))
+    return {**header_of(doc), "checkpoints": chained, "head": prev}
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> dict[str, torch.Tensor]:
+    """What replay needs at a checkpoint: param.<n>, buffer.<n>, optim.<n>.<state> (detached CPU copies)."""
+    out = {f"param.{n}": p.detach().to("cpu", copy=True).contiguous() for n, p in model.named_parameters()}
+    out |= {f"buffer.{n}": b.detach().to("cpu", copy=True).contiguous() for n, b in model.named_buffers()}
+    if opt is not None:
+        names = {id(p): n for n, p in model.named_parameters()}
+        for p, st in opt.state.items():
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor) and v.numel() == p.numel():
+                    out[f"optim.{names[id(p)]}.{k}"] = v.detach().to("cpu", copy=True).contiguous()
+    return out
+
+
+def checkpoint_bytes(tensors: dict[str, torch.Tensor], step: int) -> bytes:
+    return st_save(tensors, metadata={"format": "fpcore.pot-checkpoint", "step": str(step)})
+
+
+def load_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None, tensors: dict[str, torch.Tensor]) -> None:
+    """Put a checkpoint's tensors into `model` (and `opt`'s state), casting to the model's dtype."""
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(tensors[f"param.{n}"])
+        for n, b in model.named_buffers():
+            b.copy_(tensors[f"buffer.{n}"])
+    if opt is not None:
+        for n, p in model.named_parameters():
+            for key, t in tensors.items():
+                if key.startswith(f"optim.{n}.") and key.count(".") == n.count(".") + 2:
+                    opt.state[p][key.rsplit(".", 1)[1]] = t.to(p.dtype).clone()
+
+
+def params_of(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in tensors.items() if k.startswith("param.")}
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Record:
+    """A record folder opened for verification: the parsed record.json, read-only."""
+
+    path: Path
+    doc: dict
+    _cache: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    @property
+    def entries(self) -> list[dict]:
+        return self.doc["checkpoints"]
+
+    @property
+    def steps(self) -> list[int]:
+        return [int(e["step"]) for e in self.entries]
+
+    def entry_name(self, i: int) -> str:
+        return f"{self.path}: checkpoint entry {i} ({self.entries[i].get('file')})"
+
+    def checkpoint(self, i: int) -> dict[str, torch.Tensor]:
+        """Checkpoint i's tensors; RecordError naming the entry when the file is missing or unreadable."""
+        if i not in self._cache:
+            f = self.path / self.entries[i]["file"]
+            try:
+                raw = f.read_bytes()
+            except OSError as exc:
+                raise RecordError(f"{self.entry_name(i)}: cannot read: {exc.strerror or exc}") from None
+            try:
+                self._cache[i] = st_load(raw)
+            except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
+                raise RecordError(f"{self.entry_name(i)}: not a readable safetensors file ({exc})") from None
+        return self._cache[i]
+
+    def batches(self) -> np.ndarray:
+        f = self.path / self.doc["batches"]["file"]
+        try:
+            arr = np.load(io.BytesIO(f.read_bytes()), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise RecordError(f"{self.path}: batches file {f.name}: cannot read ({exc})") from None
+        return arr
+
+    def segment_epochs(self) -> np.ndarray:
+        """Epoch of each segment (by its starting step)."""
+        spe = int(self.doc["steps_per_epoch"])
+        return np.asarray(self.steps[:-1]) // spe
+
+
+def _require(doc: dict, path: Path) -> None:
+    if doc.get("format") != FORMAT:
+        raise RecordError(f"{path}: record.json: format is {doc.get('format')!r}, expected {FORMAT!r}")
+    if doc.get("version") != VERSION:
+        raise RecordError(f"{path}: record.json: version {doc.get('version')!r} unsupported (this reads {VERSION})")
+    for k in (*HEADER_KEYS, "checkpoints", "head"):
+        if k not in doc:
+            raise RecordError(f"{path}: record.json: missing field {k!r}")
+    if not isinstance(doc["checkpoints"], list) or len(doc["checkpoints"]) < 2:
+        raise RecordError(f"{path}: record.json: 'checkpoints' must list at least 2 entries")
+    for i, e in enumerate(doc["checkpoints"]):
+        miss = [k for k in ("step", "file", "bytes", "sha256", "prev") if not isinstance(e, dict) or k not in e]
+        if miss:
+            raise RecordError(f"{path}: record.json: checkpoint entry {i} lacks {', '.join(miss)}")
+        if not isinstance(e["file"], str) or Path(e["file"]).is_absolute() or ".." in Path(e["file"]).parts:
+            raise RecordError(f"{path}: record.json: checkpoint entry {i}: file must be a path inside the record")
+    if len(doc["segment_seeds"]) != len(doc["checkpoints"]) - 1:
+        raise RecordError(
+            f"{path}: record.json: {len(doc['segment_seeds'])} segment seeds for {len(doc['checkpoints']) - 1} segments"
+        )
+
+
+def open_record(path: str | Path) -> Record:
+    """Parse and shape-check record.json; RecordError (a ValueError) naming the problem otherwise."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RecordError(f"{path}: not a record folder")
+    f = path / "record.json"
+    try:
+        doc = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise RecordError(f"{path}: record.json is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: record.json is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise RecordError(f"{path}: record.json must hold an object")
+    _require(doc, path)
+    return Record(path, doc)

@@ -1,0 +1,177 @@
+"""Recorder: a drop-in for a plain torch training loop that writes a proof-of-training record.
+
+    rec = Recorder(folder, model, optimizer, dataset, every=k, model_spec=..., init=..., batch_size=B)
+    for idx in batches:                      # idx: the sample indices of this step (LongTensor [B])
+        train_step(model, optimizer, dataset, idx, aug_std=s, generator=rec.generator)
+        rec.step(idx)
+    rec.finish()
+
+On the hot path the Recorder only copies the state every k steps; serialising, hashing and writing
+run on a background thread. The record is built in a temporary folder beside `folder` and renamed into
+place by finish() (fsynced), so a crashed run never leaves a partial record.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fpcore.io import AtomicOutput
+
+from .record import FORMAT, VERSION, checkpoint_bytes, checkpoint_tensors, seal, sha256_bytes
+from .task import Dataset
+
+
+def optimizer_spec(opt: torch.optim.Optimizer) -> dict:
+    """The record's `optimizer` entry for a torch optimizer (SGD with one parameter group)."""
+    if type(opt) is not torch.optim.SGD or len(opt.param_groups) != 1:
+        raise ValueError("Recorder: only torch.optim.SGD with a single parameter group is supported")
+    g = opt.param_groups[0]
+    if g.get("nesterov") or g.get("dampening", 0) or g.get("maximize"):
+        raise ValueError("Recorder: SGD with nesterov, dampening or maximize is not supported")
+    return {"name": "sgd", "lr": float(g["lr"]), "momentum": float(g["momentum"]), "weight_decay": float(g["weight_decay"])}
+
+
+def segment_seed(master: int, j: int) -> int:
+    """The augmentation seed of segment j, derived from the run's master seed."""
+    return int(np.random.SeedSequence([int(master), int(j)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class Recorder:
+    def __init__(
+        self,
+        folder: str | Path,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        dataset: Dataset,
+        *,
+        every: int,
+        model_spec: dict,
+        init: dict,
+        batch_size: int,
+        aug_std: float = 0.0,
+        seed: int = 0,
+        overwrite: bool = False,
+        optimizer_override: dict | None = None,
+    ) -> None:
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"Recorder: every must be an int >= 1, got {every!r}")
+        if batch_size < 1 or batch_size > len(dataset):
+            raise ValueError(f"Recorder: batch_size {batch_size} must be in 1..{len(dataset)}")
+        self.model, self.optimizer, self.dataset = model, optimizer, dataset
+        self.every, self.batch_size, self.seed = every, int(batch_size), int(seed)
+        self.header = {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": model_spec,
+            "init": init,
+            "optimizer": optimizer_override or optimizer_spec(optimizer),
+            "schedule": {"name": "constant"},
+            "dataset": {"sha256": dataset.sha256, "size": len(dataset), "source": dataset.source},
+            "batch_size": self.batch_size,
+            "every": every,
+            "steps_per_epoch": len(dataset) // self.batch_size,
+            "augment": {"name": "gaussian_noise", "std": float(aug_std)},
+        }
+        self._out = AtomicOutput(folder, overwrite=overwrite)
+        self._tmp = self._out.__enter__()
+        (self._tmp / "ckpt").mkdir()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fpcore-pot-writer")
+        self._pending: list[tuple[int, Future]] = []
+        self._batches: list[np.ndarray] = []
+        self._seeds: list[int] = []
+        self.steps = 0
+        self.generator = torch.Generator()
+        self._t0 = time.perf_counter()
+        self._checkpoint()
+        self._next_segment()
+
+    def _next_segment(self) -> None:
+        s = segment_seed(self.seed, len(self._seeds))
+        self._seeds.append(s)
+        self.generator.manual_seed(s)
+
+    def _checkpoint(self) -> None:
+        tensors = checkpoint_tensors(self.model, self.optimizer)  # the only copy on the hot path
+        step = self.steps
+        rel = f"ckpt/step_{step}.safetensors"
+        dest = self._tmp / rel
+
+        def write() -> dict:
+            raw = checkpoint_bytes(tensors, step)
+            dest.write_bytes(raw)
+            return {"step": step, "file": rel, "bytes": len(raw), "sha256": sha256_bytes(raw)}
+
+        self._pending.append((step, self._pool.submit(write)))
+
+    def step(self, batch_indices) -> None:
+        """Call after each optimiser step with that step's sample indices (B ints into the dataset)."""
+        idx = np.asarray(batch_indices.cpu() if isinstance(batch_indices, torch.Tensor) else batch_indices)
+        if idx.shape != (self.batch_size,):
+            raise ValueError(f"Recorder.step: expected {self.batch_size} sample indices, got shape {idx.shape}")
+        if idx.min() < 0 or idx.max() >= len(self.dataset):
+            raise ValueError(f"Recorder.step: sample index out of range 0..{len(self.dataset) - 1}")
+        self._batches.append(idx.astype(np.int64))
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self._checkpoint()
+            self._next_segment()
+
+    def finish(self) -> Path:
+        """Write the final checkpoint (if the last segment is partial), batches.npy and record.json; returns
+        the record folder."""
+        if self.steps == 0:
+            self.abort()
+            raise ValueError("Recorder.finish: no steps were recorded")
+        if self.steps % self.every:
+            self._checkpoint()
+        else:
+            self._seeds.pop()  # the segment opened after the last checkpoint holds no steps
+        try:
+            entries = [f.result() for _, f in self._pending]
+        finally:
+            self._pool.shutdown(wait=True)
+        batches = np.stack(self._batches)
+        buf = _npy_bytes(batches)
+        (self._tmp / "batches.npy").write_bytes(buf)
+        doc = {
+            **self.header,
+            "steps": self.steps,
+            "segment_seeds": self._seeds,
+            "batches": {"file": "batches.npy", "sha256": sha256_bytes(buf), "shape": list(batches.shape)},
+            "wall_seconds": time.perf_counter() - self._t0,
+        }
+        doc = seal(doc, entries)
+        (self._tmp / "record.json").write_bytes(canonical_pretty(doc))
+        self._out.__exit__(None, None, None)
+        return self._out.dest
+
+    def abort(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._out.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    b = io.BytesIO()
+    np.save(b, arr, allow_pickle=False)
+    return b.getvalue()
+
+
+def canonical_pretty(doc: dict) -> bytes:
+    """record.json as written: indented for people; the chain hashes use `canonical`, not these bytes."""
+    import json
+
+    return (json.dumps(doc, indent=1) + "\n").encode()
