@@ -75,6 +75,74 @@ def seal(doc: dict, entries: list[dict]) -> dict:
     return {**header_of(doc), "checkpoints": chained, "head": prev}
 
 
+def make_header(
+    *, model_spec: dict, init: dict, optimizer: dict, dataset, batch_size: int, every: int, aug_std: float
+) -> dict:
+    """The record's header fields known before training (the Recorder's and the forgers')."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model_spec,
+        "init": init,
+        "optimizer": optimizer,
+        "schedule": {"name": "constant"},
+        "dataset": {"sha256": dataset.sha256, "size": len(dataset), "source": dataset.source},
+        "batch_size": int(batch_size),
+        "every": int(every),
+        "steps_per_epoch": len(dataset) // int(batch_size),
+        "augment": {"name": "gaussian_noise", "std": float(aug_std)},
+    }
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    b = io.BytesIO()
+    np.save(b, arr, allow_pickle=False)
+    return b.getvalue()
+
+
+def finish_record(tmp: Path, header: dict, entries: list[dict], batches: np.ndarray, seeds: list[int], **extra) -> dict:
+    """Write batches.npy and record.json (chain sealed) into the record's temporary folder `tmp`."""
+    buf = npy_bytes(np.asarray(batches, dtype=np.int64))
+    (tmp / "batches.npy").write_bytes(buf)
+    doc = {
+        **header,
+        "steps": int(batches.shape[0]),
+        "segment_seeds": [int(s) for s in seeds],
+        "batches": {"file": "batches.npy", "sha256": sha256_bytes(buf), "shape": list(batches.shape)},
+        **extra,
+    }
+    doc = seal(doc, entries)
+    (tmp / "record.json").write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
+def write_checkpoint(tmp: Path, step: int, tensors: dict[str, torch.Tensor]) -> dict:
+    """ckpt/step_<n>.safetensors in the record's temporary folder; its chain entry (before sealing)."""
+    rel = f"ckpt/step_{step}.safetensors"
+    raw = checkpoint_bytes(tensors, step)
+    (tmp / rel).write_bytes(raw)
+    return {"step": int(step), "file": rel, "bytes": len(raw), "sha256": sha256_bytes(raw)}
+
+
+def write_record(
+    folder: str | Path,
+    header: dict,
+    checkpoints: list[tuple[int, dict[str, torch.Tensor]]],
+    batches: np.ndarray,
+    seeds: list[int],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """A whole record from checkpoints in memory, written atomically (the attack suite forges with this)."""
+    from fpcore.io import AtomicOutput
+
+    with AtomicOutput(folder, overwrite=overwrite) as tmp:
+        (tmp / "ckpt").mkdir()
+        entries = [write_checkpoint(tmp, step, t) for step, t in checkpoints]
+        finish_record(tmp, header, entries, batches, seeds)
+    return Path(folder)
+
+
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 

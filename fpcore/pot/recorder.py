@@ -22,7 +22,7 @@ import torch
 
 from fpcore.io import AtomicOutput
 
-from .record import FORMAT, VERSION, checkpoint_bytes, checkpoint_tensors, seal, sha256_bytes
+from .record import checkpoint_tensors, finish_record, make_header, write_checkpoint
 from .task import Dataset
 
 
@@ -64,24 +64,20 @@ class Recorder:
             raise ValueError(f"Recorder: batch_size {batch_size} must be in 1..{len(dataset)}")
         self.model, self.optimizer, self.dataset = model, optimizer, dataset
         self.every, self.batch_size, self.seed = every, int(batch_size), int(seed)
-        self.header = {
-            "format": FORMAT,
-            "version": VERSION,
-            "model": model_spec,
-            "init": init,
-            "optimizer": optimizer_override or optimizer_spec(optimizer),
-            "schedule": {"name": "constant"},
-            "dataset": {"sha256": dataset.sha256, "size": len(dataset), "source": dataset.source},
-            "batch_size": self.batch_size,
-            "every": every,
-            "steps_per_epoch": len(dataset) // self.batch_size,
-            "augment": {"name": "gaussian_noise", "std": float(aug_std)},
-        }
+        self.header = make_header(
+            model_spec=model_spec,
+            init=init,
+            optimizer=optimizer_override or optimizer_spec(optimizer),
+            dataset=dataset,
+            batch_size=batch_size,
+            every=every,
+            aug_std=aug_std,
+        )
         self._out = AtomicOutput(folder, overwrite=overwrite)
         self._tmp = self._out.__enter__()
         (self._tmp / "ckpt").mkdir()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fpcore-pot-writer")
-        self._pending: list[tuple[int, Future]] = []
+        self._pending: list[Future] = []
         self._batches: list[np.ndarray] = []
         self._seeds: list[int] = []
         self.steps = 0
@@ -97,16 +93,7 @@ class Recorder:
 
     def _checkpoint(self) -> None:
         tensors = checkpoint_tensors(self.model, self.optimizer)  # the only copy on the hot path
-        step = self.steps
-        rel = f"ckpt/step_{step}.safetensors"
-        dest = self._tmp / rel
-
-        def write() -> dict:
-            raw = checkpoint_bytes(tensors, step)
-            dest.write_bytes(raw)
-            return {"step": step, "file": rel, "bytes": len(raw), "sha256": sha256_bytes(raw)}
-
-        self._pending.append((step, self._pool.submit(write)))
+        self._pending.append(self._pool.submit(write_checkpoint, self._tmp, self.steps, tensors))
 
     def step(self, batch_indices) -> None:
         """Call after each optimiser step with that step's sample indices (B ints into the dataset)."""
@@ -132,21 +119,13 @@ class Recorder:
         else:
             self._seeds.pop()  # the segment opened after the last checkpoint holds no steps
         try:
-            entries = [f.result() for _, f in self._pending]
+            entries = [f.result() for f in self._pending]
         finally:
             self._pool.shutdown(wait=True)
-        batches = np.stack(self._batches)
-        buf = _npy_bytes(batches)
-        (self._tmp / "batches.npy").write_bytes(buf)
-        doc = {
-            **self.header,
-            "steps": self.steps,
-            "segment_seeds": self._seeds,
-            "batches": {"file": "batches.npy", "sha256": sha256_bytes(buf), "shape": list(batches.shape)},
-            "wall_seconds": time.perf_counter() - self._t0,
-        }
-        doc = seal(doc, entries)
-        (self._tmp / "record.json").write_bytes(canonical_pretty(doc))
+        finish_record(
+            self._tmp, self.header, entries, np.stack(self._batches), self._seeds,
+            wall_seconds=time.perf_counter() - self._t0,
+        )
         self._out.__exit__(None, None, None)
         return self._out.dest
 
@@ -160,18 +139,3 @@ class Recorder:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
-
-
-def _npy_bytes(arr: np.ndarray) -> bytes:
-    import io
-
-    b = io.BytesIO()
-    np.save(b, arr, allow_pickle=False)
-    return b.getvalue()
-
-
-def canonical_pretty(doc: dict) -> bytes:
-    """record.json as written: indented for people; the chain hashes use `canonical`, not these bytes."""
-    import json
-
-    return (json.dumps(doc, indent=1) + "\n").encode()

@@ -238,7 +238,7 @@ def check_replay(rec: Record, data: Dataset, *, q: int = 1, r: int = 2, seed: in
         "l1": float(np.max(ts.l1)) / typical["l1"],
         "l2": float(np.max(ts.l2)) / typical["l2"],
         "linf": float(np.max(ts.linf)) / typical["linf"],
-        "cosine": float(np.nanmax(np.nan_to_num(cos, nan=0.0))),
+        "cosine": float(np.max(np.abs(np.nan_to_num(cos, nan=0.0)))),
     }
     delta = {m: max(CAL_FACTOR * noise[m], DELTA_FLOOR[m]) for m in METRICS}
     ratio = np.max(np.stack([dist[m] / delta[m] for m in METRICS]), axis=0)  # per segment, worst metric
