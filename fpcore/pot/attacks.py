@@ -119,8 +119,9 @@ def interp_perm(folder, final, data, cfg, seed):
     return interp(folder, final, data, cfg, seed, permuted=True)
 
 
-def blindfolded(folder, final, data: Dataset, cfg: RunConfig, seed: int, *, real_per_epoch: int = 2,
-                margin: float = 4.0):
+def blindfolded(
+    folder, final, data: Dataset, cfg: RunConfig, seed: int, *, real_per_epoch: int = 2, margin: float = 4.0
+):
     """(b) Per epoch, the first `real_per_epoch` segments are real SGD on recorded batches (they replay);
     the rest move theta a small step towards theta_T, each `margin` x smaller (l2) than a real segment, so
     top-Q (which picks the largest) picks the real ones."""
@@ -302,7 +303,7 @@ def tamper(folder, honest: Path, seed: int, *, reseal: bool = False):
             f.write_bytes(bytes(raw))
             notes["edit"] = f"flipped one bit of byte {pos} of {rec.entries[i]['file']}"
         else:
-            b = rec.batches()
+            b = rec.batches().copy()
             b[b.shape[0] // 2, 0] = (b[b.shape[0] // 2, 0] + 1) % int(rec.doc["dataset"]["size"])
             (folder / rec.doc["batches"]["file"]).write_bytes(_npy(b))
             notes["edit"] = f"changed batch index at step {b.shape[0] // 2}"
@@ -347,8 +348,16 @@ ATTACKS: dict[str, tuple[str, Callable]] = {
 NEEDS_HONEST_RECORD = ("tamper", "tamper-resealed")
 
 
-def forge(name: str, folder, *, final: torch.nn.Module | None = None, honest: Path | None = None,
-          data: Dataset, cfg: RunConfig, seed: int) -> Forgery:
+def forge(
+    name: str,
+    folder,
+    *,
+    final: torch.nn.Module | None = None,
+    honest: Path | None = None,
+    data: Dataset,
+    cfg: RunConfig,
+    seed: int,
+) -> Forgery:
     """Forge a record with attack `name` (see ATTACKS) into `folder`."""
     if name not in ATTACKS:
         raise ValueError(f"pot forge: unknown attack {name!r}; choose from {', '.join(ATTACKS)}")

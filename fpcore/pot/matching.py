@@ -75,8 +75,9 @@ def distil(
             with torch.enable_grad():
                 w = {k: v.clone().requires_grad_() for k, v in thetas[s].items()}
                 reached = _student(model, w, X.detach(), y, log_lr.exp().detach(), student_steps, False)
-            triples.append((list(thetas[s].values()), [v.detach() for v in reached.values()],
-                            list(thetas[s + m].values())))
+            triples.append(
+                (list(thetas[s].values()), [v.detach() for v in reached.values()], list(thetas[s + m].values()))
+            )
         return matching_loss_batch(triples)
 
     before = probe_losses()
@@ -94,13 +95,17 @@ def distil(
         opt_x.step()
         opt_lr.step()
     after = probe_losses()
-    figs = {"matching_loss_before": float(np.nanmean(before)), "matching_loss_after": float(np.nanmean(after)),
-            "learned_lr": float(log_lr.detach().exp())}
+    figs = {
+        "matching_loss_before": float(np.nanmean(before)),
+        "matching_loss_after": float(np.nanmean(after)),
+        "learned_lr": float(log_lr.detach().exp()),
+    }
     return X.detach(), y, float(log_lr.detach().exp()), figs
 
 
-def train_on_synthetic(rec: Record, X, y, lr: float, test: Dataset, *, nets: int = 3, steps: int = 300,
-                       seed: int = 0) -> list[float]:
+def train_on_synthetic(
+    rec: Record, X, y, lr: float, test: Dataset, *, nets: int = 3, steps: int = 300, seed: int = 0
+) -> list[float]:
     """Fresh networks (the declared initialiser, verifier-chosen seeds) trained on the synthetic set; their
     accuracy on held-out real data."""
     accs = []
@@ -116,8 +121,9 @@ def train_on_synthetic(rec: Record, X, y, lr: float, test: Dataset, *, nets: int
     return accs
 
 
-def check_matching(rec: Record, test: Dataset, *, seed: int | None = None, ipc: int = 5, iters: int = 150,
-                   nets: int = 3) -> CheckResult:
+def check_matching(
+    rec: Record, test: Dataset, *, seed: int | None = None, ipc: int = 5, iters: int = 150, nets: int = 3
+) -> CheckResult:
     t0 = time.perf_counter()
     seed = 0 if seed is None else int(seed)
     X, y, lr, figs = distil(rec, ipc=ipc, iters=iters, seed=seed)

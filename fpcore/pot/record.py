@@ -191,6 +191,7 @@ class Record:
     path: Path
     doc: dict
     _cache: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def entries(self) -> list[dict]:
@@ -218,11 +219,23 @@ class Record:
         return self._cache[i]
 
     def batches(self) -> np.ndarray:
+        """batches.npy (cached, read-only)."""
+        if "batches" not in self._arrays:
+            self._arrays["batches"] = self._read_batches()
+        return self._arrays["batches"]
+
+    def _read_batches(self) -> np.ndarray:
         f = self.path / self.doc["batches"]["file"]
         try:
             arr = np.load(io.BytesIO(f.read_bytes()), allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise RecordError(f"{self.path}: batches file {f.name}: cannot read ({exc})") from None
+        if arr.dtype.kind not in "iu" or arr.ndim != 2:
+            raise RecordError(
+                f"{self.path}: batches file {f.name}: expected a 2-d integer array, got {arr.dtype} {arr.shape}"
+            )
+        arr = arr.astype(np.int64)
+        arr.setflags(write=False)
         return arr
 
     def segment_epochs(self) -> np.ndarray:

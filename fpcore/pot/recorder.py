@@ -33,7 +33,12 @@ def optimizer_spec(opt: torch.optim.Optimizer) -> dict:
     g = opt.param_groups[0]
     if g.get("nesterov") or g.get("dampening", 0) or g.get("maximize"):
         raise ValueError("Recorder: SGD with nesterov, dampening or maximize is not supported")
-    return {"name": "sgd", "lr": float(g["lr"]), "momentum": float(g["momentum"]), "weight_decay": float(g["weight_decay"])}
+    return {
+        "name": "sgd",
+        "lr": float(g["lr"]),
+        "momentum": float(g["momentum"]),
+        "weight_decay": float(g["weight_decay"]),
+    }
 
 
 def segment_seed(master: int, j: int) -> int:
@@ -78,7 +83,7 @@ class Recorder:
         (self._tmp / "ckpt").mkdir()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fpcore-pot-writer")
         self._pending: list[Future] = []
-        self._batches: list[np.ndarray] = []
+        self._batches: list[torch.Tensor] = []
         self._seeds: list[int] = []
         self.steps = 0
         self.generator = torch.Generator()
@@ -96,13 +101,15 @@ class Recorder:
         self._pending.append(self._pool.submit(write_checkpoint, self._tmp, self.steps, tensors))
 
     def step(self, batch_indices) -> None:
-        """Call after each optimiser step with that step's sample indices (B ints into the dataset)."""
-        idx = np.asarray(batch_indices.cpu() if isinstance(batch_indices, torch.Tensor) else batch_indices)
-        if idx.shape != (self.batch_size,):
-            raise ValueError(f"Recorder.step: expected {self.batch_size} sample indices, got shape {idx.shape}")
-        if idx.min() < 0 or idx.max() >= len(self.dataset):
-            raise ValueError(f"Recorder.step: sample index out of range 0..{len(self.dataset) - 1}")
-        self._batches.append(idx.astype(np.int64))
+        """Call after each optimiser step with that step's sample indices (B ints into the dataset).
+
+        Only the shape is checked here (the hot path); the index range is checked once in finish()."""
+        idx = (
+            batch_indices.detach().cpu() if isinstance(batch_indices, torch.Tensor) else torch.as_tensor(batch_indices)
+        )
+        if tuple(idx.shape) != (self.batch_size,):
+            raise ValueError(f"Recorder.step: expected {self.batch_size} sample indices, got shape {tuple(idx.shape)}")
+        self._batches.append(idx.to(torch.int64, copy=True))
         self.steps += 1
         if self.steps % self.every == 0:
             self._checkpoint()
@@ -122,8 +129,16 @@ class Recorder:
             entries = [f.result() for f in self._pending]
         finally:
             self._pool.shutdown(wait=True)
+        batches = torch.stack(self._batches).numpy()
+        if batches.min() < 0 or batches.max() >= len(self.dataset):
+            self.abort()
+            raise ValueError(f"Recorder.finish: a recorded sample index lies outside 0..{len(self.dataset) - 1}")
         finish_record(
-            self._tmp, self.header, entries, np.stack(self._batches), self._seeds,
+            self._tmp,
+            self.header,
+            entries,
+            batches,
+            self._seeds,
             wall_seconds=time.perf_counter() - self._t0,
         )
         self._out.__exit__(None, None, None)

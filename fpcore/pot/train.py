@@ -20,14 +20,16 @@ class RunConfig:
     hidden: int = 64
     lr: float = 0.1
     momentum: float = 0.0
-    batch_size: int = 16
+    batch_size: int = 8
     every: int = 4
-    epochs: int = 6
+    epochs: int = 4
     aug_std: float = 0.05
 
     def model_spec(self, data: Dataset) -> dict:
-        return {"builder": "mlp", "args": {"in_features": int(data.X.shape[1]), "hidden": self.hidden,
-                                           "out_features": int(data.y.max()) + 1}}
+        return {
+            "builder": "mlp",
+            "args": {"in_features": int(data.X.shape[1]), "hidden": self.hidden, "out_features": int(data.y.max()) + 1},
+        }
 
     def optimizer_spec(self) -> dict:
         return {"name": "sgd", "lr": self.lr, "momentum": self.momentum, "weight_decay": 0.0}
@@ -57,8 +59,17 @@ def train_recorded(
     rng = np.random.default_rng([seed, 1])
     t0 = time.perf_counter()
     rec = Recorder(
-        folder, model, opt, data, every=cfg.every, model_spec=cfg.model_spec(data), init=init,
-        batch_size=cfg.batch_size, aug_std=cfg.aug_std, seed=seed, overwrite=overwrite,
+        folder,
+        model,
+        opt,
+        data,
+        every=cfg.every,
+        model_spec=cfg.model_spec(data),
+        init=init,
+        batch_size=cfg.batch_size,
+        aug_std=cfg.aug_std,
+        seed=seed,
+        overwrite=overwrite,
     )
     with rec:
         for _ in range(cfg.epochs):

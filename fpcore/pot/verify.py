@@ -155,22 +155,36 @@ def _params(tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     return [tensors[k].float().contiguous() for k in sorted(tensors) if k.startswith("param.")]
 
 
+class Replayer:
+    """Replays segments of one record: the model, optimiser and batches are built once and reused."""
+
+    def __init__(self, rec: Record, data: Dataset, dtype: torch.dtype = torch.float32) -> None:
+        doc = rec.doc
+        self.rec, self.data = rec, data
+        self.model = build_model(doc["model"]).to(dtype)
+        self.opt = build_optimizer(doc["optimizer"], self.model.parameters())
+        self.batches = torch.from_numpy(rec.batches().copy())
+        self.aug = float(doc["augment"].get("std", 0.0))
+        self.seeds = [int(s) for s in doc["segment_seeds"]]
+        self.gen = torch.Generator()
+        self.names = [k.removeprefix("param.") for k in sorted(rec.checkpoint(0)) if k.startswith("param.")]
+
+    def __call__(self, j: int) -> list[torch.Tensor]:
+        """Replay segment j (checkpoint j to j+1) on its recorded batches and augmentation seed; the
+        parameters reached, float32, in sorted parameter-name order."""
+        self.opt.state.clear()
+        load_state(self.model, self.opt, self.rec.checkpoint(j))
+        self.gen.manual_seed(self.seeds[j])
+        steps = self.rec.steps
+        for s in range(steps[j], steps[j + 1]):
+            train_step(self.model, self.opt, self.data, self.batches[s], aug_std=self.aug, generator=self.gen)
+        named = dict(self.model.named_parameters())
+        return [named[n].detach().float().contiguous().clone() for n in self.names]
+
+
 def replay_segment(rec: Record, data: Dataset, j: int, *, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
-    """Replay segment j (checkpoint j to j+1) on its recorded batches and augmentation seed; the parameters
-    reached, float32, in sorted parameter-name order."""
-    doc = rec.doc
-    model = build_model(doc["model"]).to(dtype)
-    opt = build_optimizer(doc["optimizer"], model.parameters())
-    load_state(model, opt, rec.checkpoint(j))
-    gen = torch.Generator()
-    gen.manual_seed(int(doc["segment_seeds"][j]))
-    batches = rec.batches()
-    aug = float(doc["augment"].get("std", 0.0))
-    for s in range(rec.steps[j], rec.steps[j + 1]):
-        train_step(model, opt, data, torch.from_numpy(batches[s]), aug_std=aug, generator=gen)
-    named = dict(model.named_parameters())
-    return [named[k.removeprefix("param.")].detach().float().contiguous() for k in sorted(rec.checkpoint(j + 1))
-            if k.startswith("param.")]
+    """One segment's replay (see Replayer)."""
+    return Replayer(rec, data, dtype)(j)
 
 
 def update_profile(rec: Record) -> dict[str, np.ndarray]:
@@ -221,11 +235,13 @@ def check_replay(rec: Record, data: Dataset, *, q: int = 1, r: int = 2, seed: in
     rest = np.setdiff1d(np.arange(nseg), chosen)
     rand = sorted(int(x) for x in rng.choice(rest, size=min(r, len(rest)), replace=False)) if r > 0 else []
     segs = sorted(set(chosen) | set(rand))
-    reached = [replay_segment(rec, data, j) for j in segs]
+    replay = Replayer(rec, data)
+    reached = [replay(j) for j in segs]
     dist = _distances(rec, segs, reached, typical)
-    # calibration: float64 replays of the first top-Q and the first random segment against float32
-    cal = sorted({chosen[0], *(rand[:1])})
-    cal_reached = [replay_segment(rec, data, j, dtype=torch.float64) for j in cal]
+    # calibration: the largest update (the first top-Q segment) replayed in float64 against float32
+    cal = [chosen[0]]
+    replay64 = Replayer(rec, data, torch.float64)
+    cal_reached = [replay64(j) for j in cal]
     cal_f32 = [reached[segs.index(j)] for j in cal]
     ts = trajectory_stats(cal_reached, mode="paired", other=cal_f32)
     starts = [_params(rec.checkpoint(j)) for j in cal]
