@@ -132,7 +132,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _threads(args.threads)
     log = (lambda s: print(s, file=sys.stderr)) if not args.quiet else (lambda s: None)
-    res = run_eval(args.out, seeds=args.seeds, q=args.q, r=args.r, keep=args.keep, log=log)
+    from .attacks import ATTACKS
+
+    attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip()) if args.attacks else tuple(ATTACKS)
+    bad = [a for a in attacks if a not in ATTACKS]
+    if bad:
+        raise ValueError(f"unknown attack(s) {', '.join(bad)}; choose from {', '.join(ATTACKS)}")
+    res = run_eval(
+        args.out, seeds=args.seeds, q=args.q, r=args.r, keep=args.keep, log=log, attacks=attacks, checks=args.checks
+    )
     c = res["costs"]
     text = [
         table(res["records"]),
@@ -251,6 +259,8 @@ def register(sub, common) -> None:
     e.add_argument("--r", type=int, default=2)
     e.add_argument("--out", default=None, help="write pot_eval.json / .md / .png here")
     e.add_argument("--keep", default=None, help="keep the records in this folder (default: a temporary one)")
+    e.add_argument("--attacks", default=None, help="comma list of attacks (default: all)")
+    e.add_argument("--checks", type=_checks, default=CHECK_NAMES, help=f"comma list from {','.join(CHECK_NAMES)}")
     threads(e)
     common(e)
     e.set_defaults(func=cmd_eval)
