@@ -6,8 +6,9 @@ the synthetic set; the loss is |theta_hat_s+N - theta_s+M|^2 / |theta_s - theta_
 checkpoint M segments later, and its gradient moves the synthetic inputs (and the student's learning
 rate). The synthetic set starts from noise, never from real samples, so whatever it teaches comes from
 the trajectory. The check then trains fresh networks on it and measures accuracy on held-out real data;
-it passes when that beats chance by the margin MIN_ACCURACY (calibrated on honest records:
-docs/perf/pot_eval.json). The reported matching losses are fpcore.matching_loss_batch figures.
+it passes when that accuracy reaches MIN_ACCURACY: calibrated on honest digits records (0.875-0.91 over
+5 eval seeds and spot checks with other verifier seeds; chance is 0.1), set 0.075 below the lowest
+honest value seen. The reported matching losses are fpcore.matching_loss_batch figures.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .record import Record
 from .task import Dataset, accuracy, build_model
 from .verify import CheckResult
 
-MIN_ACCURACY = 0.5  # chance on digits is 0.1
+MIN_ACCURACY = 0.8  # honest digits records: 0.875-0.91 (see the module docstring); chance 0.1
 
 
 def _theta(rec: Record, i: int) -> dict[str, torch.Tensor]:

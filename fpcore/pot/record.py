@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from safetensors.torch import save as st_save
 
 FORMAT = "fpcore.pot-record"
 VERSION = 1
+RAW_CACHE_MAX = 16 << 20  # checkpoint files up to this size are read once and kept for later checks
 HEADER_KEYS = (
     "model",
     "init",
@@ -116,11 +118,17 @@ def finish_record(tmp: Path, header: dict, entries: list[dict], batches: np.ndar
     return doc
 
 
-def write_checkpoint(tmp: Path, step: int, tensors: dict[str, torch.Tensor]) -> dict:
-    """ckpt/step_<n>.safetensors in the record's temporary folder; its chain entry (before sealing)."""
+def write_checkpoint(tmp: Path, step: int, tensors: dict[str, torch.Tensor], *, fsync: bool = False) -> dict:
+    """ckpt/step_<n>.safetensors in the record's temporary folder; its chain entry (before sealing).
+    With `fsync` the file is flushed to disk now (the Recorder does this on its writer thread, so the
+    final rename finds every checkpoint already durable)."""
     rel = f"ckpt/step_{step}.safetensors"
     raw = checkpoint_bytes(tensors, step)
-    (tmp / rel).write_bytes(raw)
+    with open(tmp / rel, "wb") as f:
+        f.write(raw)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
     return {"step": int(step), "file": rel, "bytes": len(raw), "sha256": sha256_bytes(raw)}
 
 
@@ -192,6 +200,7 @@ class Record:
     doc: dict
     _cache: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _raw: dict[int, bytes] = field(default_factory=dict, repr=False)
 
     @property
     def entries(self) -> list[dict]:
@@ -204,14 +213,23 @@ class Record:
     def entry_name(self, i: int) -> str:
         return f"{self.path}: checkpoint entry {i} ({self.entries[i].get('file')})"
 
+    def raw(self, i: int) -> bytes:
+        """Checkpoint i's file content, read once (kept for the checks that follow when it is small)."""
+        if i in self._raw:
+            return self._raw[i]
+        f = self.path / self.entries[i]["file"]
+        try:
+            raw = f.read_bytes()
+        except OSError as exc:
+            raise RecordError(f"{self.entry_name(i)}: cannot read: {exc.strerror or exc}") from None
+        if len(raw) <= RAW_CACHE_MAX:
+            self._raw[i] = raw
+        return raw
+
     def checkpoint(self, i: int) -> dict[str, torch.Tensor]:
         """Checkpoint i's tensors; RecordError naming the entry when the file is missing or unreadable."""
         if i not in self._cache:
-            f = self.path / self.entries[i]["file"]
-            try:
-                raw = f.read_bytes()
-            except OSError as exc:
-                raise RecordError(f"{self.entry_name(i)}: cannot read: {exc.strerror or exc}") from None
+            raw = self.raw(i)
             try:
                 self._cache[i] = st_load(raw)
             except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files

@@ -98,7 +98,7 @@ class Recorder:
 
     def _checkpoint(self) -> None:
         tensors = checkpoint_tensors(self.model, self.optimizer)  # the only copy on the hot path
-        self._pending.append(self._pool.submit(write_checkpoint, self._tmp, self.steps, tensors))
+        self._pending.append(self._pool.submit(write_checkpoint, self._tmp, self.steps, tensors, fsync=True))
 
     def step(self, batch_indices) -> None:
         """Call after each optimiser step with that step's sample indices (B ints into the dataset).

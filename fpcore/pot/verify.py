@@ -93,7 +93,7 @@ def check_integrity(rec: Record) -> CheckResult:
         if size != int(e["bytes"]):
             problems.append(f"{name}: {size} bytes, the record says {e['bytes']} (truncated or replaced)")
             continue
-        if sha256_file(f) != e["sha256"]:
+        if sha256_bytes(rec.raw(i)) != e["sha256"]:
             problems.append(f"{name}: sha256 mismatch (the file was changed after recording)")
     if doc["head"] != prev:
         problems.append("head does not match the last checkpoint entry's hash")

@@ -39,11 +39,11 @@ def test_honest_record_is_accepted(honest):
 
 def test_honest_trajectory_matching_passes(honest):
     path, _, _, test = honest
-    res = check_matching(open_record(path), test, seed=0, iters=60, nets=2)
+    res = check_matching(open_record(path), test, seed=0)
     assert res.passed, res.reason
     f = res.figures
     assert f["matching_loss_after"] < f["matching_loss_before"]  # distillation reduced the matching loss
-    assert f["accuracy"] > 0.5
+    assert f["accuracy"] >= 0.8 and len(f["accuracies"]) == 3
 
 
 def test_replay_is_bit_exact_here(honest):

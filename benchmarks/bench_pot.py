@@ -1,0 +1,122 @@
+"""Proof of training: what recording costs and what verification costs, against training measured here.
+
+Group "pot": the honest recipe of `fpcore pot eval` (digits, 64 -> hidden -> 10 MLP, SGD, batch 8,
+checkpoint every 4 steps, 4 epochs), at hidden 64 (the eval's) and 512 (a wider net: more compute per
+step, the same number of checkpoints). Benchmarks, each over the same run:
+
+- train_plain: the training loop alone (the baseline);
+- train_recorded: the same loop with a Recorder (every checkpoint written, hashed and fsynced; the
+  record folder renamed into place); extra_info["recorder_overhead"] = its median / train_plain's;
+- replay_verify: check_replay on a record of that run (top-Q per epoch, 2 random segments, float64
+  calibration, the update-size profile); extra_info["replay_over_training"] = its median / train_plain's;
+- matching_verify (hidden 64 only): the trajectory-matching check; extra_info["matching_over_training"].
+
+Ratios use train_plain's median from this run (measured first in file order; if run alone, measured on
+the spot). Torch runs on one thread here (the nets are tiny; `fpcore pot` does the same).
+"""
+
+import itertools
+
+import pytest
+import torch
+
+from benchmarks.conftest import median_seconds
+from fpcore.pot.matching import check_matching
+from fpcore.pot.record import open_record
+from fpcore.pot.task import load_digits_split
+from fpcore.pot.train import RunConfig, train_plain, train_recorded
+from fpcore.pot.verify import check_replay
+
+HIDDEN = (64, 512)
+_PLAIN: dict[int, float] = {}
+_count = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_split()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def plain_median(cfg: RunConfig, train) -> float:
+    if cfg.hidden not in _PLAIN:
+        _PLAIN[cfg.hidden] = median_seconds(lambda: train_plain(cfg, train, 0), reps=5)
+    return _PLAIN[cfg.hidden]
+
+
+@pytest.fixture(scope="module")
+def records(digits, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pot-bench")
+    return {h: train_recorded(root / f"h{h}", RunConfig(hidden=h), digits[0], 0)[0] for h in HIDDEN}
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.benchmark(group="pot")
+def test_pot_train_plain(benchmark, digits, hidden):
+    cfg = RunConfig(hidden=hidden)
+    benchmark.pedantic(train_plain, args=(cfg, digits[0], 0), rounds=7, iterations=1, warmup_rounds=1)
+    _PLAIN[hidden] = benchmark.stats.stats.median
+    benchmark.extra_info.update({"op": f"pot train, hidden {hidden}", "impl": "plain loop", "steps": _steps(cfg)})
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.benchmark(group="pot")
+def test_pot_train_recorded(benchmark, digits, hidden, tmp_path):
+    cfg = RunConfig(hidden=hidden)
+
+    def setup():
+        return (tmp_path / f"r{next(_count)}", cfg, digits[0], 0), {}
+
+    benchmark.pedantic(train_recorded, setup=setup, rounds=7, iterations=1, warmup_rounds=1)
+    ratio = benchmark.stats.stats.median / plain_median(cfg, digits[0])
+    benchmark.extra_info.update(
+        {"op": f"pot train, hidden {hidden}", "impl": "fpcore Recorder", "recorder_overhead": round(ratio, 3)}
+    )
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.benchmark(group="pot")
+def test_pot_replay_verify(benchmark, digits, records, hidden):
+    cfg = RunConfig(hidden=hidden)
+
+    def setup():  # a fresh Record each round: nothing cached from the previous one
+        return (open_record(records[hidden]), digits[0]), {"seed": next(_count)}
+
+    benchmark.pedantic(check_replay, setup=setup, rounds=7, iterations=1, warmup_rounds=1)
+    res = check_replay(open_record(records[hidden]), digits[0], seed=0)
+    assert res.passed, res.reason
+    ratio = benchmark.stats.stats.median / plain_median(cfg, digits[0])
+    benchmark.extra_info.update(
+        {
+            "op": f"pot verify replay, hidden {hidden}",
+            "impl": "fpcore",
+            "replay_over_training": round(ratio, 4),
+            "replayed_steps": res.figures["replayed_steps"] + res.figures["calibration_steps"],
+            "steps": _steps(cfg),
+        }
+    )
+
+
+@pytest.mark.benchmark(group="pot")
+def test_pot_matching_verify(benchmark, digits, records):
+    cfg = RunConfig(hidden=64)
+
+    def setup():
+        return (open_record(records[64]), digits[1]), {"seed": 0}
+
+    benchmark.pedantic(check_matching, setup=setup, rounds=3, iterations=1)
+    ratio = benchmark.stats.stats.median / plain_median(cfg, digits[0])
+    benchmark.extra_info.update(
+        {"op": "pot verify matching, hidden 64", "impl": "fpcore", "matching_over_training": round(ratio, 3)}
+    )
+
+
+def _steps(cfg: RunConfig) -> int:
+    return cfg.epochs * (1348 // cfg.batch_size)
