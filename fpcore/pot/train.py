@@ -52,9 +52,11 @@ def train_recorded(
     *,
     extra_loss=None,
     overwrite: bool = False,
+    timings: dict | None = None,
 ) -> tuple[Path, torch.nn.Module, float]:
     """Train cfg.epochs epochs from the seed's initialisation, recording every step; returns (record folder,
-    final model, seconds of the whole recorded run). `extra_loss` is for the penalty attack only."""
+    final model, seconds of the whole recorded run). `timings`, if given, receives the Recorder's
+    (seconds inside step() and finish()). `extra_loss` is for the penalty attack only."""
     model, opt, init = fresh(cfg, data, seed)
     rng = np.random.default_rng([seed, 1])
     t0 = time.perf_counter()
@@ -78,6 +80,8 @@ def train_recorded(
                 train_step(model, opt, data, t, aug_std=cfg.aug_std, generator=rec.generator, extra_loss=extra_loss)
                 rec.step(t)
         path = rec.finish()
+    if timings is not None:
+        timings.update(rec.timings)
     return path, model, time.perf_counter() - t0
 
 
