@@ -179,10 +179,12 @@ def load_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None, tensor
         for n, b in model.named_buffers():
             b.copy_(tensors[f"buffer.{n}"])
     if opt is not None:
-        for n, p in model.named_parameters():
-            for key, t in tensors.items():
-                if key.startswith(f"optim.{n}.") and key.count(".") == n.count(".") + 2:
-                    opt.state[p][key.rsplit(".", 1)[1]] = t.to(p.dtype).clone()
+        params = dict(model.named_parameters())
+        for key, t in tensors.items():
+            if key.startswith("optim."):
+                name, state = key[len("optim.") :].rsplit(".", 1)
+                p = params[name]
+                opt.state[p][state] = t.to(p.dtype).clone()
 
 
 def params_of(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -276,7 +278,8 @@ def _require(doc: dict, path: Path) -> None:
         miss = [k for k in ("step", "file", "bytes", "sha256", "prev") if not isinstance(e, dict) or k not in e]
         if miss:
             raise RecordError(f"{path}: record.json: checkpoint entry {i} lacks {', '.join(miss)}")
-        if not isinstance(e["file"], str) or Path(e["file"]).is_absolute() or ".." in Path(e["file"]).parts:
+        f = e["file"]
+        if not isinstance(f, str) or f.startswith(("/", "\\")) or ".." in f.replace("\\", "/").split("/"):
             raise RecordError(f"{path}: record.json: checkpoint entry {i}: file must be a path inside the record")
     if len(doc["segment_seeds"]) != len(doc["checkpoints"]) - 1:
         raise RecordError(
