@@ -159,6 +159,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .evaluate import bench_table, eval_summary_md, update_readme
+
+    parts = []
+    if args.eval:
+        res = json.loads(Path(args.eval).read_text())
+        parts.append(("pot-eval", eval_summary_md(res)))
+    if args.bench:
+        parts.append(("pot-bench", bench_table(json.loads(Path(args.bench).read_text()))))
+    if not parts:
+        raise ValueError("pot report: pass --eval and/or --bench")
+    for marker, body in parts:
+        if args.update_readme:
+            update_readme(args.update_readme, marker, body)
+    text = "\n\n".join(body for _, body in parts)
+    _out(args, {"sections": {m: b for m, b in parts}}, text)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .attacks import forge
     from .task import accuracy, load_digits_split
@@ -264,6 +283,13 @@ def register(sub, common) -> None:
     threads(e)
     common(e)
     e.set_defaults(func=cmd_eval)
+
+    rp = ps.add_parser("report", help="tables from pot_eval.json / bench_pot JSON (optionally into the README)")
+    rp.add_argument("--eval", help="pot_eval.json written by `fpcore pot eval --out`")
+    rp.add_argument("--bench", help="pytest-benchmark JSON of benchmarks/bench_pot.py")
+    rp.add_argument("--update-readme", metavar="README", help="replace the pot-eval / pot-bench marker blocks")
+    common(rp)
+    rp.set_defaults(func=cmd_report)
 
     d = ps.add_parser("demo", help="a short story: one honest record accepted, two forgeries rejected")
     d.add_argument("--out", default="pot-demo", help="folder for the demo's records (default ./pot-demo)")

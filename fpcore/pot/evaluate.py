@@ -193,25 +193,7 @@ def write_outputs(out: Path, result: dict, profiles: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with AtomicOutput(out / "pot_eval.json", overwrite=True, is_file=True) as tmp:
         tmp.write_text(json.dumps(result, indent=1) + "\n")
-    c = result["costs"]
-    md = [
-        f"# Proof of training on digits: {result['seeds']} seeds",
-        "",
-        f"Recipe: {result['config']}; replay Q={result['q']} per epoch per metric (union), R={result['r']} random.",
-        "",
-        table(result["records"]),
-        "",
-        f"- honest accepted {c['honest_accepted']}, forgeries rejected {c['forgeries_rejected']}",
-        f"- recorder overhead (recorded / plain training time, median): {c['recorder_overhead_median']:.2f}x",
-    ]
-    if "replay_over_training_median" in c:
-        md.append(
-            f"- replay verification / training time: median {c['replay_over_training_median']:.3f}, max "
-            f"{c['replay_over_training_max']:.3f}; steps replayed (incl. float64 calibration) "
-            f"{c['replayed_steps_fraction_median']:.3f} of the run"
-        )
-    if "matching_over_training_median" in c:
-        md.append(f"- trajectory matching / training time: median {c['matching_over_training_median']:.2f}")
+    md = [f"# Proof of training on digits: {result['seeds']} seeds", "", eval_summary_md(result)]
     with AtomicOutput(out / "pot_eval.md", overwrite=True, is_file=True) as tmp:
         tmp.write_text("\n".join(md) + "\n")
     _plot(out / "pot_eval.png", result, profiles)
@@ -258,3 +240,55 @@ def _plot(path: Path, result: dict, profiles: dict) -> None:
     with AtomicOutput(path, overwrite=True, is_file=True) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def bench_table(bench: dict) -> str:
+    """Markdown rows of benchmarks/bench_pot.py's JSON: medians and the same-run ratios."""
+    lines = [
+        "| benchmark | median ms | ratio (same run) |",
+        "|---|---:|---|",
+    ]
+    keys = ("recorder_overhead", "step_share", "finish_share", "replay_over_training", "matching_over_training")
+    for b in bench["benchmarks"]:
+        if b.get("group") != "pot":
+            continue
+        ex = b.get("extra_info", {})
+        ratios = ", ".join(f"{k} {ex[k]:.3g}" for k in keys if k in ex) or "baseline"
+        lines.append(f"| {b['name'].removeprefix('test_')} | {b['stats']['median'] * 1e3:.1f} | {ratios} |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: str | Path, marker: str, body: str) -> None:
+    """Replace the text between <!-- {marker}:start --> and <!-- {marker}:end --> (atomically)."""
+    path = Path(readme)
+    text = path.read_text()
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"{path}: markers {start} / {end} not found")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with AtomicOutput(path, overwrite=True, is_file=True) as tmp:
+        tmp.write_text(f"{head}{start}\n{body}\n{end}{tail}")
+
+
+def eval_summary_md(result: dict) -> str:
+    """The eval table and its cost lines, as pot_eval.md holds them (without the title)."""
+    c = result["costs"]
+    md = [
+        f"Recipe: {result['config']}; replay Q={result['q']} per epoch per metric (union), R={result['r']} "
+        f"random; {result['seeds']} seeds.",
+        "",
+        table(result["records"]),
+        "",
+        f"- honest accepted {c['honest_accepted']}, forgeries rejected {c['forgeries_rejected']}",
+        f"- recorder overhead (recorded / plain training time, median): {c['recorder_overhead_median']:.2f}x",
+    ]
+    if "replay_over_training_median" in c:
+        md.append(
+            f"- replay verification / training time: median {c['replay_over_training_median']:.3f}, max "
+            f"{c['replay_over_training_max']:.3f}; steps replayed (incl. float64 calibration) "
+            f"{c['replayed_steps_fraction_median']:.3f} of the run"
+        )
+    if "matching_over_training_median" in c:
+        md.append(f"- trajectory matching / training time: median {c['matching_over_training_median']:.2f}")
+    return "\n".join(md)

@@ -69,3 +69,17 @@ def test_demo_tells_the_story(tmp_path, capsys):
     assert main(["pot", "demo", "--out", str(out), "--quiet"]) == 0  # a rerun replaces its own folder
     (tmp_path / "other").mkdir()
     assert main(["pot", "demo", "--out", str(tmp_path / "other")]) == 2
+
+
+def test_readme_pot_block_runs(tmp_path, monkeypatch, capsys):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("## Proof of training") :]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert out.startswith("True |") and "segments replayed within delta" in out
+    assert (tmp_path / "run1" / "record.json").is_file()
