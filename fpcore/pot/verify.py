@@ -152,7 +152,9 @@ def check_init(rec: Record) -> CheckResult:
 
 
 def _params(tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    return [tensors[k].float().contiguous() for k in sorted(tensors) if k.startswith("param.")]
+    """A checkpoint's parameters as one flat float32 vector (sorted by name), in a list: the distance ops
+    then validate one tensor per checkpoint instead of one per layer."""
+    return [torch.cat([tensors[k].float().flatten() for k in sorted(tensors) if k.startswith("param.")])]
 
 
 class Replayer:
@@ -171,7 +173,7 @@ class Replayer:
 
     def __call__(self, j: int) -> list[torch.Tensor]:
         """Replay segment j (checkpoint j to j+1) on its recorded batches and augmentation seed; the
-        parameters reached, float32, in sorted parameter-name order."""
+        parameters reached as one flat float32 vector (sorted by name, as _params), in a list."""
         self.opt.state.clear()
         load_state(self.model, self.opt, self.rec.checkpoint(j))
         self.gen.manual_seed(self.seeds[j])
@@ -179,7 +181,7 @@ class Replayer:
         for s in range(steps[j], steps[j + 1]):
             train_step(self.model, self.opt, self.data, self.batches[s], aug_std=self.aug, generator=self.gen)
         named = dict(self.model.named_parameters())
-        return [named[n].detach().float().contiguous().clone() for n in self.names]
+        return [torch.cat([named[n].detach().float().flatten() for n in self.names])]
 
 
 def replay_segment(rec: Record, data: Dataset, j: int, *, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
