@@ -7,6 +7,7 @@ step, the same number of checkpoints). Benchmarks, each over the same run:
 - train_plain: the training loop alone (the baseline);
 - train_recorded: the same loop with a Recorder (every checkpoint written, hashed and fsynced; the
   record folder renamed into place); extra_info["recorder_overhead"] = its median / train_plain's;
+  "64-streaming" hands each checkpoint to the writer threads as it is taken (buffer_bytes=0);
 - replay_verify: check_replay on a record of that run (top-Q per epoch, 2 random segments, float64
   calibration, the update-size profile); extra_info["replay_over_training"] = its median / train_plain's;
 - matching_verify (hidden 64 only): the trajectory-matching check; extra_info["matching_over_training"].
@@ -85,7 +86,7 @@ def test_pot_train_recorded(benchmark, digits, hidden, tmp_path):
     benchmark.extra_info.update(
         {
             "op": f"pot train, hidden {hidden}",
-            "impl": "fpcore Recorder",
+            "impl": "fpcore Recorder" + (" (streaming)" if buffer_bytes == 0 else ""),
             "recorder_overhead": round(ratio, 3),
             # where the extra time goes: inside Recorder.step() (the hot path) and finish() (waiting for
             # the writer thread, batches.npy, record.json, fsync and rename), each over the plain median

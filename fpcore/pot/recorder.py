@@ -6,9 +6,12 @@
         rec.step(idx)
     rec.finish()
 
-On the hot path the Recorder only copies the state every k steps; serialising, hashing and writing
-run on a background thread. The record is built in a temporary folder beside `folder` and renamed into
-place by finish() (fsynced), so a crashed run never leaves a partial record.
+On the hot path the Recorder only copies the state every k steps. The copies are buffered in memory up
+to `buffer_bytes` (default 64 MB); when the buffer fills, and at finish(), they go to writer threads
+that serialise, hash, write and fsync each checkpoint. (Writing while training runs costs more than it
+saves when steps are short: the writers' Python-level work takes the GIL from the training thread;
+benchmarks/bench_pot.py measures both, `buffer_bytes=0` being the streaming variant.) The record is built in a temporary folder beside `folder` and renamed
+into place by finish(), so a crashed run never leaves a partial record.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class Recorder:
         seed: int = 0,
         overwrite: bool = False,
         optimizer_override: dict | None = None,
+        buffer_bytes: int = 64 << 20,
     ) -> None:
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"Recorder: every must be an int >= 1, got {every!r}")
@@ -107,6 +111,9 @@ class Recorder:
         # serialisation stays short
         self._pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="fpcore-pot-writer")
         self._pending: list[Future] = []
+        self._queued: list[tuple[int, dict[str, torch.Tensor]]] = []
+        self._queued_bytes = 0
+        self.buffer_bytes = int(buffer_bytes)
         self._batches: list[torch.Tensor] = []
         self._seeds: list[int] = []
         self.steps = 0
@@ -123,7 +130,16 @@ class Recorder:
 
     def _checkpoint(self) -> None:
         tensors = checkpoint_tensors(self.model, self.optimizer)  # the only copy on the hot path
-        self._pending.append(self._pool.submit(write_checkpoint, self._tmp, self.steps, tensors, fsync=True))
+        self._queued.append((self.steps, tensors))
+        self._queued_bytes += sum(t.numel() * t.element_size() for t in tensors.values())
+        if self._queued_bytes > self.buffer_bytes:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Hand the buffered snapshots to the writer threads."""
+        for step, tensors in self._queued:
+            self._pending.append(self._pool.submit(write_checkpoint, self._tmp, step, tensors, fsync=True))
+        self._queued, self._queued_bytes = [], 0
 
     def step(self, batch_indices) -> None:
         """Call after each optimiser step with that step's sample indices (B ints into the dataset).
@@ -153,6 +169,7 @@ class Recorder:
             self._checkpoint()
         else:
             self._seeds.pop()  # the segment opened after the last checkpoint holds no steps
+        self._drain()
         try:
             entries = [f.result() for f in self._pending]
         finally:
