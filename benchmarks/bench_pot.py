@@ -67,16 +67,18 @@ def test_pot_train_plain(benchmark, digits, hidden):
     benchmark.extra_info.update({"op": f"pot train, hidden {hidden}", "impl": "plain loop", "steps": _steps(cfg)})
 
 
-@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.parametrize(
+    "hidden, buffer_bytes", [(64, 64 << 20), (512, 64 << 20), (64, 0)], ids=["64", "512", "64-streaming"]
+)
 @pytest.mark.benchmark(group="pot")
-def test_pot_train_recorded(benchmark, digits, hidden, tmp_path):
+def test_pot_train_recorded(benchmark, digits, hidden, buffer_bytes, tmp_path):
     cfg = RunConfig(hidden=hidden)
-
     runs: list[dict] = []
 
     def setup():
         runs.append({})
-        return (tmp_path / f"r{next(_count)}", cfg, digits[0], 0), {"timings": runs[-1]}
+        kw = {"timings": runs[-1], "buffer_bytes": buffer_bytes}
+        return (tmp_path / f"r{next(_count)}", cfg, digits[0], 0), kw
 
     benchmark.pedantic(train_recorded, setup=setup, rounds=7, iterations=1, warmup_rounds=1)
     plain = plain_median(cfg, digits[0])

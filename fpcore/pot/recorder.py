@@ -10,8 +10,9 @@ On the hot path the Recorder only copies the state every k steps. The copies are
 to `buffer_bytes` (default 64 MB); when the buffer fills, and at finish(), they go to writer threads
 that serialise, hash, write and fsync each checkpoint. (Writing while training runs costs more than it
 saves when steps are short: the writers' Python-level work takes the GIL from the training thread;
-benchmarks/bench_pot.py measures both, `buffer_bytes=0` being the streaming variant.) The record is built in a temporary folder beside `folder` and renamed
-into place by finish(), so a crashed run never leaves a partial record.
+benchmarks/bench_pot.py measures both, `buffer_bytes=0` being the streaming variant.) The record is
+built in a temporary folder beside `folder` and renamed into place by finish(), so a crashed run never
+leaves a partial record.
 """
 
 from __future__ import annotations
