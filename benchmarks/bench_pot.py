@@ -67,9 +67,7 @@ def test_pot_train_plain(benchmark, digits, hidden):
     benchmark.extra_info.update({"op": f"pot train, hidden {hidden}", "impl": "plain loop", "steps": _steps(cfg)})
 
 
-@pytest.mark.parametrize(
-    "hidden, buffer_bytes", [(64, 0), (512, 0), (64, 64 << 20)], ids=["64", "512", "64-buffered"]
-)
+@pytest.mark.parametrize("hidden, buffer_bytes", [(64, 0), (512, 0), (64, 64 << 20)], ids=["64", "512", "64-buffered"])
 @pytest.mark.benchmark(group="pot")
 def test_pot_train_recorded(benchmark, digits, hidden, buffer_bytes, tmp_path):
     cfg = RunConfig(hidden=hidden)

@@ -168,7 +168,9 @@ def checkpoint_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer | None
 
 
 def checkpoint_bytes(tensors: dict[str, torch.Tensor], step: int) -> bytes:
-    return st_save(tensors, metadata={"format": "fpcore.pot-checkpoint", "step": str(step)})
+    # one metadata key: safetensors writes a metadata map in hash order, so two keys would make the bytes
+    # (and the record's sha256s) differ between two writes of the same checkpoint
+    return st_save(tensors, metadata={"fpcore.pot-checkpoint.step": str(step)})
 
 
 def load_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None, tensors: dict[str, torch.Tensor]) -> None:

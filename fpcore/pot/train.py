@@ -73,6 +73,7 @@ def train_recorded(
         aug_std=cfg.aug_std,
         seed=seed,
         overwrite=overwrite,
+        buffer_bytes=buffer_bytes,
     )
     with rec:
         for _ in range(cfg.epochs):
