@@ -240,6 +240,18 @@ class Record:
                 raise RecordError(f"{self.entry_name(i)}: not a readable safetensors file ({exc})") from None
         return self._cache[i]
 
+    def flat_params(self, i: int) -> torch.Tensor:
+        """Checkpoint i's parameters as one flat float32 vector, sorted by name. When the checkpoint is not
+        parsed yet and its file stores the parameters as adjacent F32 tensors (as the Recorder writes them),
+        the vector is cut straight out of the file's bytes; otherwise it is built from checkpoint(i)."""
+        if i not in self._cache:
+            raw = self.raw(i)
+            flat = _adjacent_f32(raw, "param.")
+            if flat is not None:
+                return flat
+        ck = self.checkpoint(i)
+        return torch.cat([ck[k].float().flatten() for k in sorted(ck) if k.startswith("param.")])
+
     def batches(self) -> np.ndarray:
         """batches.npy (cached, read-only)."""
         if "batches" not in self._arrays:
@@ -264,6 +276,26 @@ class Record:
         """Epoch of each segment (by its starting step)."""
         spe = int(self.doc["steps_per_epoch"])
         return np.asarray(self.steps[:-1]) // spe
+
+
+def _adjacent_f32(raw: bytes, prefix: str) -> torch.Tensor | None:
+    """The tensors named prefix* of a safetensors file as one float32 vector, when they are F32 and lie
+    back to back in name order; None otherwise (or when the header does not parse)."""
+    try:
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8 : 8 + n])
+        names = sorted(k for k in header if k.startswith(prefix))
+        spans = [header[k]["data_offsets"] for k in names]
+        if not names or any(header[k]["dtype"] != "F32" for k in names):
+            return None
+        if any(a[1] != b[0] for a, b in zip(spans[:-1], spans[1:], strict=True)):
+            return None
+        start, end = 8 + n + spans[0][0], 8 + n + spans[-1][1]
+        if end > len(raw) or (end - start) % 4:
+            return None
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+    return torch.frombuffer(bytearray(raw[start:end]), dtype=torch.float32)
 
 
 def _require(doc: dict, path: Path) -> None:

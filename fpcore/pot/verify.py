@@ -151,12 +151,6 @@ def check_init(rec: Record) -> CheckResult:
 # ---------------------------------------------------------------------------------------------- replay
 
 
-def _params(tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    """A checkpoint's parameters as one flat float32 vector (sorted by name), in a list: the distance ops
-    then validate one tensor per checkpoint instead of one per layer."""
-    return [torch.cat([tensors[k].float().flatten() for k in sorted(tensors) if k.startswith("param.")])]
-
-
 class Replayer:
     """Replays segments of one record: the model, optimiser and batches are built once and reused."""
 
@@ -191,7 +185,7 @@ def replay_segment(rec: Record, data: Dataset, j: int, *, dtype: torch.dtype = t
 
 def update_profile(rec: Record) -> dict[str, np.ndarray]:
     """Update size of every segment (theta_j -> theta_j+1), all metrics from one trajectory_stats pass."""
-    ts = trajectory_stats([_params(rec.checkpoint(i)) for i in range(len(rec.entries))], mode="consecutive")
+    ts = trajectory_stats([[rec.flat_params(i)] for i in range(len(rec.entries))], mode="consecutive")
     return {"l1": ts.l1, "l2": ts.l2, "linf": ts.linf, "cosine": ts.cosine}
 
 
@@ -209,9 +203,9 @@ def top_q(profile: dict[str, np.ndarray], epochs: np.ndarray, q: int) -> list[in
 def _distances(rec: Record, segs: list[int], reached: list[list[torch.Tensor]], typical: dict) -> dict[str, np.ndarray]:
     """Normalised distances of replayed vs recorded checkpoints j+1 (one paired trajectory_stats pass), and
     the cosine distance between the replayed and the recorded update directions."""
-    recorded = [_params(rec.checkpoint(j + 1)) for j in segs]
+    recorded = [[rec.flat_params(j + 1)] for j in segs]
     ts = trajectory_stats(reached, mode="paired", other=recorded)
-    starts = [_params(rec.checkpoint(j)) for j in segs]
+    starts = [[rec.flat_params(j)] for j in segs]
     du_rep = [extract_tensors(r, s) for r, s in zip(reached, starts, strict=True)]
     du_rec = [extract_tensors(r, s) for r, s in zip(recorded, starts, strict=True)]
     cos = trajectory_stats(du_rep, mode="paired", other=du_rec).cosine
@@ -246,7 +240,7 @@ def check_replay(rec: Record, data: Dataset, *, q: int = 1, r: int = 2, seed: in
     cal_reached = [replay64(j) for j in cal]
     cal_f32 = [reached[segs.index(j)] for j in cal]
     ts = trajectory_stats(cal_reached, mode="paired", other=cal_f32)
-    starts = [_params(rec.checkpoint(j)) for j in cal]
+    starts = [[rec.flat_params(j)] for j in cal]
     cos = trajectory_stats(
         [extract_tensors(a, s) for a, s in zip(cal_reached, starts, strict=True)],
         mode="paired",

@@ -175,3 +175,14 @@ def test_buffered_recorder_writes_at_finish(tmp_path, digits):
         docs.append(open_record(rec.finish()).doc)
     # same checkpoints, byte for byte (checkpoint files are deterministic)
     assert [e["sha256"] for e in docs[0]["checkpoints"]] == [e["sha256"] for e in docs[1]["checkpoints"]]
+
+
+def test_flat_params_from_bytes_equal_the_parsed_checkpoint(honest):
+    rec = open_record(honest[0])
+    for i in (0, 3, len(rec.entries) - 1):
+        fast = rec.flat_params(i)  # cut from the file's bytes (not parsed yet)
+        assert i not in rec._cache
+        ck = rec.checkpoint(i)
+        ref = torch.cat([ck[k].flatten() for k in sorted(ck) if k.startswith("param.")])
+        assert fast.dtype == torch.float32 and torch.equal(fast, ref)
+        assert torch.equal(rec.flat_params(i), ref)  # parsed now: built from checkpoint(i)
