@@ -14,7 +14,8 @@ step, the same number of checkpoints). Benchmarks, each over the same run:
 
 Ratios use train_plain's median from this run (measured first in file order; if run alone, measured on
 the spot). The verification benchmarks run before the recording ones, after an os.sync(), so the
-kernel's write-back of freshly written records does not run during them. Torch runs on one thread here (the nets are tiny; `fpcore pot` does the same).
+kernel's write-back of freshly written records does not run during them. Torch runs on one thread
+here (the nets are tiny; `fpcore pot` does the same).
 """
 
 import itertools
