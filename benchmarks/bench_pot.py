@@ -15,7 +15,7 @@ step, the same number of checkpoints). Benchmarks, each over the same run:
 Ratios use train_plain's median from this run (measured first in file order; if run alone, measured on
 the spot). The verification benchmarks run before the recording ones, after an os.sync(), so the
 kernel's write-back of freshly written records does not run during them. Torch runs on one thread
-here (the nets are tiny; `fpcore pot` does the same).
+here, and so do fpcore's native kernels (the nets are tiny; `fpcore pot` does the same).
 """
 
 import itertools
@@ -24,7 +24,8 @@ import os
 import pytest
 import torch
 
-from benchmarks.conftest import median_seconds
+import fpcore
+from benchmarks.conftest import THREADS, median_seconds
 from fpcore.pot.matching import check_matching
 from fpcore.pot.record import open_record
 from fpcore.pot.task import load_digits_split
@@ -43,10 +44,15 @@ def digits():
 
 @pytest.fixture(autouse=True)
 def one_thread():
+    """torch and fpcore's native kernels on one thread (as `fpcore pot` runs), restored afterwards."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
+    if fpcore.HAS_NATIVE:
+        fpcore.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+    if fpcore.HAS_NATIVE:
+        fpcore.set_num_threads(THREADS)
 
 
 def plain_median(cfg: RunConfig, train) -> float:

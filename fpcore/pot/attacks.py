@@ -181,7 +181,7 @@ def adv_spoof(folder, final, data: Dataset, cfg: RunConfig, seed: int, *, iters:
     rng = np.random.default_rng([seed, 13])
     src = _random_batches(n_steps, data, cfg, rng)
     Xs, ys = [], []
-    residual = []
+    start_gap = pair_stats([p.detach() for p in model.parameters()], [thetaT[n] for n in names]).l2
     for t in range(n_steps):
         idx = torch.from_numpy(src[t])
         x0, y = data.X[idx], data.y[idx]
@@ -203,7 +203,6 @@ def adv_spoof(folder, final, data: Dataset, cfg: RunConfig, seed: int, *, iters:
         ys.append(y)
         step_data = Dataset(xs, y, data.source)
         train_step(model, opt, step_data, torch.arange(len(y)))
-        residual.append(pair_stats([p.detach() for p in model.parameters()], [thetaT[n] for n in names]).l2)
     spoof = Dataset(torch.cat(Xs), torch.cat(ys), data.source)
     batches = np.arange(n_steps * cfg.batch_size).reshape(n_steps, cfg.batch_size)
     # re-run on the spoofed dataset with checkpoints (the same arithmetic as above, in record order)
@@ -217,7 +216,7 @@ def adv_spoof(folder, final, data: Dataset, cfg: RunConfig, seed: int, *, iters:
     ckpts[-1] = (n_steps, _as_ckpt(thetaT))
     header = _header(cfg, spoof, init, aug_std=0.0)
     path = write_record(folder, header, ckpts, batches, _seeds(9_000 + seed, len(ckpts) - 1))
-    return Forgery(path, "adv-spoof", {"final_gap_l2": gap, "start_gap_l2": residual[0]}, data=spoof)
+    return Forgery(path, "adv-spoof", {"final_gap_l2": gap, "start_gap_l2": start_gap}, data=spoof)
 
 
 def penalty(folder, final, data: Dataset, cfg: RunConfig, seed: int, *, alpha: float = 0.05):
