@@ -6,12 +6,13 @@
         rec.step(idx)
     rec.finish()
 
-On the hot path the Recorder only copies the state every k steps and hands the copy to writer threads
-that serialise, hash, write and fsync each checkpoint (several writers, so their fsyncs overlap). With
-`buffer_bytes` > 0 the copies are instead held in memory until that many bytes are waiting (and at
-finish()); benchmarks/bench_pot.py measures both, and on the digits MLP they are within noise of each
-other. The record is built in a temporary folder beside `folder` and renamed into place by finish(),
-so a crashed run never leaves a partial record.
+On the hot path the Recorder only copies the state every k steps. The copies wait in memory until
+`buffer_bytes` (default 64 MB) of them are queued, and at finish(); then writer threads serialise, hash,
+write and fsync them (several writers, so their fsyncs overlap). With `buffer_bytes=0` each copy goes to
+the writers at once; while training runs, their Python-level work takes the GIL from the training thread,
+which on short steps costs more than it saves (benchmarks/bench_pot.py measures both). The record is
+built in a temporary folder beside `folder` and renamed into place by finish(), so a crashed run never
+leaves a partial record.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class Recorder:
         seed: int = 0,
         overwrite: bool = False,
         optimizer_override: dict | None = None,
-        buffer_bytes: int = 0,
+        buffer_bytes: int = 64 << 20,
     ) -> None:
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"Recorder: every must be an int >= 1, got {every!r}")

@@ -53,7 +53,7 @@ def train_recorded(
     extra_loss=None,
     overwrite: bool = False,
     timings: dict | None = None,
-    buffer_bytes: int = 0,
+    buffer_bytes: int = 64 << 20,
 ) -> tuple[Path, torch.nn.Module, float]:
     """Train cfg.epochs epochs from the seed's initialisation, recording every step; returns (record folder,
     final model, seconds of the whole recorded run). `timings`, if given, receives the Recorder's
