@@ -1,0 +1,23 @@
+"""Proof of training: record a training run (Recorder), verify a record (verify), forge records (attacks).
+
+See README.md, "Proof of training", for the record format and what each verifier catches.
+"""
+
+from .record import Record, RecordError, open_record
+from .recorder import Recorder
+from .task import Dataset, build_model, load_digits_split, train_step
+from .verify import CheckResult, Verdict, verify
+
+__all__ = [
+    "CheckResult",
+    "Dataset",
+    "Record",
+    "RecordError",
+    "Recorder",
+    "Verdict",
+    "build_model",
+    "load_digits_split",
+    "open_record",
+    "train_step",
+    "verify",
+]

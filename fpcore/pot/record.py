@@ -1,0 +1,339 @@
+"""The proof-of-training record: a folder with record.json, batches.npy and ckpt/step_<n>.safetensors.
+
+record.json holds the header (format version, model builder and arguments, initialiser and seed,
+optimiser and schedule, the dataset's identity, batch size, checkpoint interval k, the per-segment
+augmentation seeds, batches.npy's sha256) and a list of checkpoints. Each checkpoint entry carries
+its step, file, size, sha256 and `prev`: the sha256 of the previous entry (for the first entry, of the
+header), so the entries form a hash chain; `head` is the hash of the last entry. Publishing `head`
+commits to the whole record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+FORMAT = "fpcore.pot-record"
+VERSION = 1
+RAW_CACHE_MAX = 16 << 20  # checkpoint files up to this size are read once and kept for later checks
+HEADER_KEYS = (
+    "model",
+    "init",
+    "optimizer",
+    "schedule",
+    "dataset",
+    "batch_size",
+    "every",
+    "steps",
+    "steps_per_epoch",
+    "augment",
+    "segment_seeds",
+    "batches",
+)
+
+
+class RecordError(ValueError):
+    """A damaged or malformed record; the message names the record and the entry."""
+
+
+def canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sha256_bytes(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def header_of(doc: dict) -> dict:
+    return {k: v for k, v in doc.items() if k not in ("checkpoints", "head")}
+
+
+def seal(doc: dict, entries: list[dict]) -> dict:
+    """Chain `entries` (each {step, file, bytes, sha256}) onto the header; returns the full record."""
+    prev = sha256_bytes(canonical(header_of(doc)))
+    chained = []
+    for e in entries:
+        e = {**{k: e[k] for k in ("step", "file", "bytes", "sha256")}, "prev": prev}
+        chained.append(e)
+        prev = sha256_bytes(canonical(e))
+    return {**header_of(doc), "checkpoints": chained, "head": prev}
+
+
+def make_header(
+    *, model_spec: dict, init: dict, optimizer: dict, dataset, batch_size: int, every: int, aug_std: float
+) -> dict:
+    """The record's header fields known before training (the Recorder's and the forgers')."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model_spec,
+        "init": init,
+        "optimizer": optimizer,
+        "schedule": {"name": "constant"},
+        "dataset": {"sha256": dataset.sha256, "size": len(dataset), "source": dataset.source},
+        "batch_size": int(batch_size),
+        "every": int(every),
+        "steps_per_epoch": len(dataset) // int(batch_size),
+        "augment": {"name": "gaussian_noise", "std": float(aug_std)},
+    }
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    b = io.BytesIO()
+    np.save(b, arr, allow_pickle=False)
+    return b.getvalue()
+
+
+def finish_record(tmp: Path, header: dict, entries: list[dict], batches: np.ndarray, seeds: list[int], **extra) -> dict:
+    """Write batches.npy and record.json (chain sealed) into the record's temporary folder `tmp`."""
+    buf = npy_bytes(np.asarray(batches, dtype=np.int64))
+    (tmp / "batches.npy").write_bytes(buf)
+    doc = {
+        **header,
+        "steps": int(batches.shape[0]),
+        "segment_seeds": [int(s) for s in seeds],
+        "batches": {"file": "batches.npy", "sha256": sha256_bytes(buf), "shape": list(batches.shape)},
+        **extra,
+    }
+    doc = seal(doc, entries)
+    (tmp / "record.json").write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
+def write_checkpoint(tmp: Path, step: int, tensors: dict[str, torch.Tensor], *, fsync: bool = False) -> dict:
+    """ckpt/step_<n>.safetensors in the record's temporary folder; its chain entry (before sealing).
+    With `fsync` the file is flushed to disk now (the Recorder does this on its writer thread, so the
+    final rename finds every checkpoint already durable)."""
+    rel = f"ckpt/step_{step}.safetensors"
+    raw = checkpoint_bytes(tensors, step)
+    with open(tmp / rel, "wb") as f:
+        f.write(raw)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    return {"step": int(step), "file": rel, "bytes": len(raw), "sha256": sha256_bytes(raw)}
+
+
+def write_record(
+    folder: str | Path,
+    header: dict,
+    checkpoints: list[tuple[int, dict[str, torch.Tensor]]],
+    batches: np.ndarray,
+    seeds: list[int],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """A whole record from checkpoints in memory, written atomically (the attack suite forges with this)."""
+    from fpcore.io import AtomicOutput
+
+    with AtomicOutput(folder, overwrite=overwrite) as tmp:
+        (tmp / "ckpt").mkdir()
+        entries = [write_checkpoint(tmp, step, t) for step, t in checkpoints]
+        finish_record(tmp, header, entries, batches, seeds)
+    return Path(folder)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> dict[str, torch.Tensor]:
+    """What replay needs at a checkpoint: param.<n>, buffer.<n>, optim.<n>.<state> (detached CPU copies)."""
+    out = {f"param.{n}": p.detach().to("cpu", copy=True).contiguous() for n, p in model.named_parameters()}
+    out |= {f"buffer.{n}": b.detach().to("cpu", copy=True).contiguous() for n, b in model.named_buffers()}
+    if opt is not None:
+        names = {id(p): n for n, p in model.named_parameters()}
+        for p, st in opt.state.items():
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor) and v.numel() == p.numel():
+                    out[f"optim.{names[id(p)]}.{k}"] = v.detach().to("cpu", copy=True).contiguous()
+    return out
+
+
+def checkpoint_bytes(tensors: dict[str, torch.Tensor], step: int) -> bytes:
+    # one metadata key: safetensors writes a metadata map in hash order, so two keys would make the bytes
+    # (and the record's sha256s) differ between two writes of the same checkpoint
+    return st_save(tensors, metadata={"fpcore.pot-checkpoint.step": str(step)})
+
+
+def load_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None, tensors: dict[str, torch.Tensor]) -> None:
+    """Put a checkpoint's tensors into `model` (and `opt`'s state), casting to the model's dtype."""
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(tensors[f"param.{n}"])
+        for n, b in model.named_buffers():
+            b.copy_(tensors[f"buffer.{n}"])
+    if opt is not None:
+        params = dict(model.named_parameters())
+        for key, t in tensors.items():
+            if key.startswith("optim."):
+                name, state = key[len("optim.") :].rsplit(".", 1)
+                p = params[name]
+                opt.state[p][state] = t.to(p.dtype).clone()
+
+
+def params_of(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in tensors.items() if k.startswith("param.")}
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Record:
+    """A record folder opened for verification: the parsed record.json, read-only."""
+
+    path: Path
+    doc: dict
+    _cache: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _raw: dict[int, bytes] = field(default_factory=dict, repr=False)
+
+    @property
+    def entries(self) -> list[dict]:
+        return self.doc["checkpoints"]
+
+    @property
+    def steps(self) -> list[int]:
+        return [int(e["step"]) for e in self.entries]
+
+    def entry_name(self, i: int) -> str:
+        return f"{self.path}: checkpoint entry {i} ({self.entries[i].get('file')})"
+
+    def raw(self, i: int) -> bytes:
+        """Checkpoint i's file content, read once (kept for the checks that follow when it is small)."""
+        if i in self._raw:
+            return self._raw[i]
+        f = self.path / self.entries[i]["file"]
+        try:
+            raw = f.read_bytes()
+        except OSError as exc:
+            raise RecordError(f"{self.entry_name(i)}: cannot read: {exc.strerror or exc}") from None
+        if len(raw) <= RAW_CACHE_MAX:
+            self._raw[i] = raw
+        return raw
+
+    def checkpoint(self, i: int) -> dict[str, torch.Tensor]:
+        """Checkpoint i's tensors; RecordError naming the entry when the file is missing or unreadable."""
+        if i not in self._cache:
+            raw = self.raw(i)
+            try:
+                self._cache[i] = st_load(raw)
+            except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
+                raise RecordError(f"{self.entry_name(i)}: not a readable safetensors file ({exc})") from None
+        return self._cache[i]
+
+    def flat_params(self, i: int) -> torch.Tensor:
+        """Checkpoint i's parameters as one flat float32 vector, sorted by name. When the checkpoint is not
+        parsed yet and its file stores the parameters as adjacent F32 tensors (as the Recorder writes them),
+        the vector is cut straight out of the file's bytes; otherwise it is built from checkpoint(i)."""
+        if i not in self._cache:
+            raw = self.raw(i)
+            flat = _adjacent_f32(raw, "param.")
+            if flat is not None:
+                return flat
+        ck = self.checkpoint(i)
+        return torch.cat([ck[k].float().flatten() for k in sorted(ck) if k.startswith("param.")])
+
+    def batches(self) -> np.ndarray:
+        """batches.npy (cached, read-only)."""
+        if "batches" not in self._arrays:
+            self._arrays["batches"] = self._read_batches()
+        return self._arrays["batches"]
+
+    def _read_batches(self) -> np.ndarray:
+        f = self.path / self.doc["batches"]["file"]
+        try:
+            arr = np.load(io.BytesIO(f.read_bytes()), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise RecordError(f"{self.path}: batches file {f.name}: cannot read ({exc})") from None
+        if arr.dtype.kind not in "iu" or arr.ndim != 2:
+            raise RecordError(
+                f"{self.path}: batches file {f.name}: expected a 2-d integer array, got {arr.dtype} {arr.shape}"
+            )
+        arr = arr.astype(np.int64)
+        arr.setflags(write=False)
+        return arr
+
+    def segment_epochs(self) -> np.ndarray:
+        """Epoch of each segment (by its starting step)."""
+        spe = int(self.doc["steps_per_epoch"])
+        return np.asarray(self.steps[:-1]) // spe
+
+
+def _adjacent_f32(raw: bytes, prefix: str) -> torch.Tensor | None:
+    """The tensors named prefix* of a safetensors file as one float32 vector, when they are F32 and lie
+    back to back in name order; None otherwise (or when the header does not parse)."""
+    try:
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8 : 8 + n])
+        names = sorted(k for k in header if k.startswith(prefix))
+        spans = [header[k]["data_offsets"] for k in names]
+        if not names or any(header[k]["dtype"] != "F32" for k in names):
+            return None
+        if any(a[1] != b[0] for a, b in zip(spans[:-1], spans[1:], strict=True)):
+            return None
+        start, end = 8 + n + spans[0][0], 8 + n + spans[-1][1]
+        if end > len(raw) or (end - start) % 4:
+            return None
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+    return torch.frombuffer(bytearray(raw[start:end]), dtype=torch.float32)
+
+
+def _require(doc: dict, path: Path) -> None:
+    if doc.get("format") != FORMAT:
+        raise RecordError(f"{path}: record.json: format is {doc.get('format')!r}, expected {FORMAT!r}")
+    if doc.get("version") != VERSION:
+        raise RecordError(f"{path}: record.json: version {doc.get('version')!r} unsupported (this reads {VERSION})")
+    for k in (*HEADER_KEYS, "checkpoints", "head"):
+        if k not in doc:
+            raise RecordError(f"{path}: record.json: missing field {k!r}")
+    if not isinstance(doc["checkpoints"], list) or len(doc["checkpoints"]) < 2:
+        raise RecordError(f"{path}: record.json: 'checkpoints' must list at least 2 entries")
+    for i, e in enumerate(doc["checkpoints"]):
+        miss = [k for k in ("step", "file", "bytes", "sha256", "prev") if not isinstance(e, dict) or k not in e]
+        if miss:
+            raise RecordError(f"{path}: record.json: checkpoint entry {i} lacks {', '.join(miss)}")
+        f = e["file"]
+        if not isinstance(f, str) or f.startswith(("/", "\\")) or ".." in f.replace("\\", "/").split("/"):
+            raise RecordError(f"{path}: record.json: checkpoint entry {i}: file must be a path inside the record")
+    if len(doc["segment_seeds"]) != len(doc["checkpoints"]) - 1:
+        raise RecordError(
+            f"{path}: record.json: {len(doc['segment_seeds'])} segment seeds for {len(doc['checkpoints']) - 1} segments"
+        )
+
+
+def open_record(path: str | Path) -> Record:
+    """Parse and shape-check record.json; RecordError (a ValueError) naming the problem otherwise."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RecordError(f"{path}: not a record folder")
+    f = path / "record.json"
+    try:
+        doc = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise RecordError(f"{path}: record.json is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: record.json is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise RecordError(f"{path}: record.json must hold an object")
+    _require(doc, path)
+    return Record(path, doc)

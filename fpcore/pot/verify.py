@@ -1,0 +1,375 @@
+"""Verifiers of a proof-of-training record, each a CheckResult with its figures, and the combined verdict.
+
+Checks, in order: integrity (files, sizes, sha256s, the hash chain), data (the verifier's dataset hashes
+to the record's), init (per-layer Kolmogorov-Smirnov of theta_0 against the declared initialiser),
+replay (top-Q per epoch + R random segments replayed, update-size profile) and matching (trajectory
+matching, see matching.py). A record is accepted when every check that ran passed. When integrity
+fails the rest are skipped: nothing in a broken record can be trusted.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fpcore import extract_tensors, trajectory_stats
+
+from .record import Record, RecordError, canonical, header_of, load_state, open_record, sha256_bytes, sha256_file
+from .task import Dataset, build_model, build_optimizer, init_bounds, load_dataset, train_step
+
+CHECKS = ("integrity", "data", "init", "replay", "matching")
+METRICS = ("l1", "l2", "linf", "cosine")
+
+# Replay thresholds. A replayed segment passes when, for every metric, its distance to the recorded
+# checkpoint (l1/l2/linf divided by the record's median update size of that metric; cosine: the cosine
+# distance between the replayed and the recorded update) is <= delta = CAL_FACTOR x the noise measured
+# by replaying calibration segments in float64 against float32 (never below DELTA_FLOOR).
+CAL_FACTOR = 100.0
+DELTA_FLOOR = {"l1": 1e-6, "l2": 1e-6, "linf": 1e-6, "cosine": 1e-9}
+# Update-size profile: within an epoch, the largest segment update (l2) over the median one. Honest SGD
+# on digits stays below ~3 (docs/perf/pot_eval.json); a trajectory built of tiny steps with a few real
+# ones shows spikes.
+PROFILE_MAX = 8.0
+KS_ALPHA = 0.01  # family-wise, Bonferroni-split over the tensors
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool | None  # None: skipped
+    reason: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class Verdict:
+    record: str
+    accepted: bool
+    checks: dict[str, CheckResult]
+
+    def reasons(self) -> list[str]:
+        return [f"{c.name}: {c.reason}" for c in self.checks.values() if c.passed is False]
+
+
+# ---------------------------------------------------------------------------------------------- integrity
+
+
+def check_integrity(rec: Record) -> CheckResult:
+    """Every file present with its recorded size and sha256; prev hashes chain from the header to head;
+    steps 0 < ... = steps on multiples of k; batches shaped (steps, B) with indices inside the dataset."""
+    doc, problems = rec.doc, []
+    bfile = rec.path / doc["batches"]["file"]
+    if not bfile.is_file():
+        problems.append(f"batches file {bfile.name} is missing")
+    elif sha256_file(bfile) != doc["batches"]["sha256"]:
+        problems.append(f"batches file {bfile.name}: sha256 mismatch")
+    else:
+        b = rec.batches()
+        want = (int(doc["steps"]), int(doc["batch_size"]))
+        if b.shape != want:
+            problems.append(f"batches file {bfile.name}: shape {b.shape}, expected {want}")
+        elif b.size and (b.min() < 0 or b.max() >= int(doc["dataset"]["size"])):
+            problems.append(f"batches file {bfile.name}: indices outside 0..{int(doc['dataset']['size']) - 1}")
+    prev = sha256_bytes(canonical(header_of(doc)))
+    steps = rec.steps
+    k = int(doc["every"])
+    for i, e in enumerate(rec.entries):
+        name = f"checkpoint entry {i} ({e['file']})"
+        if e["prev"] != prev:
+            problems.append(f"{name}: hash chain broken (prev does not match the previous entry)")
+        prev = sha256_bytes(canonical(e))
+        f = rec.path / e["file"]
+        if not f.is_file():
+            problems.append(f"{name}: file is missing")
+            continue
+        size = f.stat().st_size
+        if size != int(e["bytes"]):
+            problems.append(f"{name}: {size} bytes, the record says {e['bytes']} (truncated or replaced)")
+            continue
+        if sha256_bytes(rec.raw(i)) != e["sha256"]:
+            problems.append(f"{name}: sha256 mismatch (the file was changed after recording)")
+    if doc["head"] != prev:
+        problems.append("head does not match the last checkpoint entry's hash")
+    want_steps = list(range(0, int(doc["steps"]), k)) + [int(doc["steps"])]
+    if steps != want_steps:
+        problems.append(f"checkpoint steps {steps[:4]}... do not follow every={k} up to steps={doc['steps']}")
+    figs = {"files": len(rec.entries) + 1, "head": doc["head"], "problems": problems}
+    return CheckResult("integrity", not problems, "; ".join(problems) or "files, sizes, sha256s and chain intact", figs)
+
+
+def check_data(rec: Record, data: Dataset) -> CheckResult:
+    want = rec.doc["dataset"]
+    got = {"sha256": data.sha256, "size": len(data)}
+    ok = got["sha256"] == want["sha256"] and got["size"] == int(want["size"])
+    reason = (
+        "the verifier's dataset hashes to the record's"
+        if ok
+        else f"record's dataset sha256 {str(want['sha256'])[:16]}… (size {want['size']}) is not the verifier's "
+        f"{got['sha256'][:16]}… (size {got['size']}): its batches index data the verifier does not hold"
+    )
+    return CheckResult("data", ok, reason, {"record_sha256": want["sha256"], "verifier_sha256": got["sha256"]})
+
+
+# ---------------------------------------------------------------------------------------------- init
+
+
+def check_init(rec: Record) -> CheckResult:
+    """Per-layer one-sample KS test of theta_0 against the declared U(-b, b); passes when every p-value is
+    >= KS_ALPHA / number of tensors. Also reports whether theta_0 is exactly what the declared seed draws
+    (informative: a forger can declare any seed, a rank-permuted theta_0 reproduces none)."""
+    from scipy.stats import kstest
+
+    doc = rec.doc
+    model = build_model(doc["model"])
+    bounds = init_bounds(model)
+    theta0 = rec.checkpoint(0)
+    per, alpha = {}, KS_ALPHA / max(1, len(bounds))
+    for n, b in bounds.items():
+        v = theta0[f"param.{n}"].double().flatten().numpy()
+        res = kstest(v, "uniform", args=(-b, 2 * b))
+        per[n] = {"ks": float(res.statistic), "p": float(res.pvalue), "n": int(v.size)}
+    fresh = build_model(doc["model"], doc["init"])
+    reproduces = all(torch.equal(p, theta0[f"param.{n}"]) for n, p in fresh.named_parameters())
+    worst = min(per, key=lambda n: per[n]["p"])
+    ok = per[worst]["p"] >= alpha
+    reason = (
+        f"every layer fits the declared initialiser (lowest p {per[worst]['p']:.3g} at {worst}, threshold {alpha:.2g})"
+        if ok
+        else f"{worst} does not fit the declared initialiser: KS {per[worst]['ks']:.3f}, p {per[worst]['p']:.3g} "
+        f"< {alpha:.2g}"
+    )
+    return CheckResult("init", ok, reason, {"layers": per, "p_min": per[worst]["p"], "seed_reproduces": reproduces})
+
+
+# ---------------------------------------------------------------------------------------------- replay
+
+
+class Replayer:
+    """Replays segments of one record: the model, optimiser and batches are built once and reused."""
+
+    def __init__(self, rec: Record, data: Dataset, dtype: torch.dtype = torch.float32) -> None:
+        doc = rec.doc
+        self.rec, self.data = rec, data
+        self.model = build_model(doc["model"]).to(dtype)
+        self.opt = build_optimizer(doc["optimizer"], self.model.parameters())
+        self.batches = torch.from_numpy(rec.batches().copy())
+        self.aug = float(doc["augment"].get("std", 0.0))
+        self.seeds = [int(s) for s in doc["segment_seeds"]]
+        self.gen = torch.Generator()
+        self.names = [k.removeprefix("param.") for k in sorted(rec.checkpoint(0)) if k.startswith("param.")]
+
+    def __call__(self, j: int) -> list[torch.Tensor]:
+        """Replay segment j (checkpoint j to j+1) on its recorded batches and augmentation seed; the
+        parameters reached as one flat float32 vector (sorted by name, as _params), in a list."""
+        self.opt.state.clear()
+        load_state(self.model, self.opt, self.rec.checkpoint(j))
+        self.gen.manual_seed(self.seeds[j])
+        steps = self.rec.steps
+        for s in range(steps[j], steps[j + 1]):
+            train_step(self.model, self.opt, self.data, self.batches[s], aug_std=self.aug, generator=self.gen)
+        named = dict(self.model.named_parameters())
+        return [torch.cat([named[n].detach().float().flatten() for n in self.names])]
+
+
+def replay_segment(rec: Record, data: Dataset, j: int, *, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    """One segment's replay (see Replayer)."""
+    return Replayer(rec, data, dtype)(j)
+
+
+def update_profile(rec: Record) -> dict[str, np.ndarray]:
+    """Update size of every segment (theta_j -> theta_j+1), all metrics from one trajectory_stats pass."""
+    ts = trajectory_stats([[rec.flat_params(i)] for i in range(len(rec.entries))], mode="consecutive")
+    return {"l1": ts.l1, "l2": ts.l2, "linf": ts.linf, "cosine": ts.cosine}
+
+
+def top_q(profile: dict[str, np.ndarray], epochs: np.ndarray, q: int) -> list[int]:
+    """The union over metrics of the q largest updates of each epoch."""
+    out: set[int] = set()
+    for e in np.unique(epochs):
+        seg = np.flatnonzero(epochs == e)
+        for m in METRICS:
+            vals = np.nan_to_num(profile[m][seg], nan=np.inf)
+            out.update(int(s) for s in seg[np.argsort(-vals, kind="stable")[:q]])
+    return sorted(out)
+
+
+def _distances(rec: Record, segs: list[int], reached: list[list[torch.Tensor]], typical: dict) -> dict[str, np.ndarray]:
+    """Normalised distances of replayed vs recorded checkpoints j+1 (one paired trajectory_stats pass), and
+    the cosine distance between the replayed and the recorded update directions."""
+    recorded = [[rec.flat_params(j + 1)] for j in segs]
+    ts = trajectory_stats(reached, mode="paired", other=recorded)
+    starts = [[rec.flat_params(j)] for j in segs]
+    du_rep = [extract_tensors(r, s) for r, s in zip(reached, starts, strict=True)]
+    du_rec = [extract_tensors(r, s) for r, s in zip(recorded, starts, strict=True)]
+    cos = trajectory_stats(du_rep, mode="paired", other=du_rec).cosine
+    return {
+        "l1": ts.l1 / typical["l1"],
+        "l2": ts.l2 / typical["l2"],
+        "linf": ts.linf / typical["linf"],
+        "cosine": np.nan_to_num(cos, nan=1.0),
+    }
+
+
+def check_replay(rec: Record, data: Dataset, *, q: int = 1, r: int = 2, seed: int | None = None) -> CheckResult:
+    t0 = time.perf_counter()
+    profile = update_profile(rec)
+    epochs = rec.segment_epochs()
+    nseg = len(epochs)
+    typical = {m: float(np.median(profile[m])) for m in ("l1", "l2", "linf")}
+    for m, v in typical.items():
+        if not v > 0:
+            return CheckResult("replay", False, f"median {m} update size is {v}: the record does not train", {})
+    chosen = top_q(profile, epochs, q)
+    rng = np.random.default_rng(secrets.randbits(63) if seed is None else seed)
+    rest = np.setdiff1d(np.arange(nseg), chosen)
+    rand = sorted(int(x) for x in rng.choice(rest, size=min(r, len(rest)), replace=False)) if r > 0 else []
+    segs = sorted(set(chosen) | set(rand))
+    replay = Replayer(rec, data)
+    reached = [replay(j) for j in segs]
+    dist = _distances(rec, segs, reached, typical)
+    # calibration: the largest update (the first top-Q segment) replayed in float64 against float32
+    cal = [chosen[0]]
+    replay64 = Replayer(rec, data, torch.float64)
+    cal_reached = [replay64(j) for j in cal]
+    cal_f32 = [reached[segs.index(j)] for j in cal]
+    ts = trajectory_stats(cal_reached, mode="paired", other=cal_f32)
+    starts = [[rec.flat_params(j)] for j in cal]
+    cos = trajectory_stats(
+        [extract_tensors(a, s) for a, s in zip(cal_reached, starts, strict=True)],
+        mode="paired",
+        other=[extract_tensors(b, s) for b, s in zip(cal_f32, starts, strict=True)],
+    ).cosine
+    noise = {
+        "l1": float(np.max(ts.l1)) / typical["l1"],
+        "l2": float(np.max(ts.l2)) / typical["l2"],
+        "linf": float(np.max(ts.linf)) / typical["linf"],
+        "cosine": float(np.max(np.abs(np.nan_to_num(cos, nan=0.0)))),
+    }
+    delta = {m: max(CAL_FACTOR * noise[m], DELTA_FLOOR[m]) for m in METRICS}
+    ratio = np.max(np.stack([dist[m] / delta[m] for m in METRICS]), axis=0)  # per segment, worst metric
+    bad = [segs[i] for i in np.flatnonzero(ratio > 1.0)]
+    topq_ok = all(ratio[segs.index(j)] <= 1.0 for j in chosen)
+    rand_ok = all(ratio[segs.index(j)] <= 1.0 for j in rand)
+    spik = []
+    for e in np.unique(epochs):
+        v = profile["l2"][epochs == e]
+        if v.size >= 3:
+            spik.append(float(v.max() / np.median(v)))
+    spikiness = max(spik) if spik else 1.0
+    profile_ok = spikiness <= PROFILE_MAX
+    worst = segs[int(np.argmax(ratio))]
+    figs = {
+        "segments": nseg,
+        "replayed": len(segs),
+        "top_q": chosen,
+        "random": rand,
+        "typical_update": typical,
+        "noise": noise,
+        "delta": delta,
+        "max_distance": {m: float(np.max(dist[m])) for m in METRICS},
+        "worst_segment": worst,
+        "worst_over_delta": float(np.max(ratio)),
+        "failed_segments": bad,
+        "top_q_passed": topq_ok,
+        "random_passed": rand_ok,
+        "profile_spikiness": spikiness,
+        "profile_max": PROFILE_MAX,
+        "profile_passed": profile_ok,
+        "replayed_steps": int(sum(rec.steps[j + 1] - rec.steps[j] for j in segs)),
+        "calibration_steps": int(sum(rec.steps[j + 1] - rec.steps[j] for j in cal)),
+    }
+    ok = topq_ok and rand_ok and profile_ok
+    if ok:
+        reason = (
+            f"{len(segs)}/{nseg} segments replayed within delta (worst {figs['worst_over_delta']:.3g} x delta); "
+            f"profile spikiness {spikiness:.2f} <= {PROFILE_MAX}"
+        )
+    else:
+        parts = []
+        if bad:
+            which = "top-Q" if not topq_ok else "random"
+            if not topq_ok and not rand_ok:
+                which = "top-Q and random"
+            j = worst
+            parts.append(
+                f"{len(bad)}/{len(segs)} replayed segments ({which}) miss the record: segment {j} "
+                f"(steps {rec.steps[j]}-{rec.steps[j + 1]}) lands {figs['worst_over_delta']:.3g} x delta away "
+                f"(l2 {dist['l2'][segs.index(j)]:.3g} typical updates, delta {delta['l2']:.3g})"
+            )
+        if not profile_ok:
+            parts.append(f"update-size profile spikiness {spikiness:.1f} > {PROFILE_MAX}")
+        reason = "; ".join(parts)
+    return CheckResult("replay", ok, reason, figs, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------- verdict
+
+
+def verify(
+    record: str | Path | Record,
+    data: Dataset | None = None,
+    *,
+    test_data: Dataset | None = None,
+    checks: tuple[str, ...] = CHECKS,
+    q: int = 1,
+    r: int = 2,
+    seed: int | None = None,
+    matching: dict | None = None,
+) -> Verdict:
+    """Run `checks` on a record and combine them: accepted iff every check that ran passed.
+
+    data: the training set the record's batches index (default: loaded from the record's dataset source);
+    test_data: held-out real data for trajectory matching (default: the source's test split).
+    Raises RecordError when record.json is missing or malformed (integrity problems are a failed check).
+    """
+    unknown = [c for c in checks if c not in CHECKS]
+    if unknown:
+        raise ValueError(f"pot verify: unknown check(s) {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
+    rec = record if isinstance(record, Record) else open_record(record)
+    src = rec.doc["dataset"].get("source", {})
+    out: dict[str, CheckResult] = {}
+
+    def run(name: str, fn) -> None:
+        if name not in checks:
+            return
+        t0 = time.perf_counter()
+        res = fn()
+        res.seconds = time.perf_counter() - t0
+        out[name] = res
+
+    run("integrity", lambda: check_integrity(rec))
+    if "integrity" in out and not out["integrity"].passed:
+        for c in checks:
+            out.setdefault(c, CheckResult(c, None, "skipped: integrity failed"))
+        return Verdict(str(rec.path), False, out)
+    if data is None and any(c in checks for c in ("data", "replay")):
+        data = load_dataset({**src, "split": "train"})
+    run("data", lambda: check_data(rec, data))
+    run("init", lambda: check_init(rec))
+    if "data" in out and not out["data"].passed:
+        if "replay" in checks:
+            out["replay"] = CheckResult("replay", None, "skipped: the record's batches index other data")
+    else:
+        run("replay", lambda: check_replay(rec, data, q=q, r=r, seed=seed))
+    if "matching" in checks:
+        from .matching import check_matching
+
+        if test_data is None:
+            test_data = load_dataset({**src, "split": "test"})
+        run("matching", lambda: check_matching(rec, test_data, seed=seed, **(matching or {})))
+    accepted = all(c.passed is not False for c in out.values()) and any(c.passed for c in out.values())
+    return Verdict(str(rec.path), accepted, out)
+
+
+def require_intact(v: Verdict) -> None:
+    """Raise RecordError naming the broken entries when integrity failed (the CLI maps it to exit 2)."""
+    c = v.checks.get("integrity")
+    if c is not None and c.passed is False:
+        raise RecordError(f"{v.record}: damaged record: {c.reason}")

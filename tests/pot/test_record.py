@@ -1,0 +1,188 @@
+"""The record format: hash chain, integrity check, damaged records named, the Recorder's contract."""
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from fpcore.pot.record import RecordError, open_record, seal
+from fpcore.pot.recorder import Recorder
+from fpcore.pot.train import fresh
+from fpcore.pot.verify import check_integrity, require_intact, verify
+from tests.pot.conftest import SMALL
+
+
+def copy(src, tmp_path, name="r"):
+    dst = tmp_path / name
+    shutil.copytree(src, dst)
+    return dst
+
+
+def tree_digest(path):
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(path)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_record_layout_and_chain(honest):
+    path, _, train, _ = honest
+    doc = json.loads((path / "record.json").read_text())
+    assert doc["format"] == "fpcore.pot-record" and doc["version"] == 1
+    assert doc["dataset"]["sha256"] == train.sha256 and doc["dataset"]["size"] == len(train)
+    steps = [e["step"] for e in doc["checkpoints"]]
+    assert steps == list(range(0, doc["steps"] + 1, SMALL.every))
+    assert len(doc["segment_seeds"]) == len(steps) - 1
+    b = np.load(path / "batches.npy")
+    assert b.shape == (doc["steps"], SMALL.batch_size)
+    # the chain: each entry's prev is the hash of the previous entry, the first's the header's
+    prev = hashlib.sha256(
+        json.dumps(
+            {k: v for k, v in doc.items() if k not in ("checkpoints", "head")}, sort_keys=True, separators=(",", ":")
+        ).encode()
+    ).hexdigest()
+    for e in doc["checkpoints"]:
+        assert e["prev"] == prev
+        assert hashlib.sha256((path / e["file"]).read_bytes()).hexdigest() == e["sha256"]
+        prev = hashlib.sha256(json.dumps(e, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert doc["head"] == prev
+    assert check_integrity(open_record(path)).passed
+
+
+def test_one_byte_of_a_checkpoint_breaks_the_chain(honest, tmp_path):
+    r = copy(honest[0], tmp_path)
+    f = r / "ckpt" / "step_40.safetensors"
+    raw = bytearray(f.read_bytes())
+    raw[-3] ^= 0x10
+    f.write_bytes(bytes(raw))
+    res = check_integrity(open_record(r))
+    assert res.passed is False
+    assert "checkpoint entry 10 (ckpt/step_40.safetensors): sha256 mismatch" in res.reason
+    v = verify(r, honest[2], checks=("integrity", "replay"))
+    assert not v.accepted and v.checks["replay"].passed is None  # nothing else is trusted
+
+
+def test_resealing_moves_the_head(honest, tmp_path):
+    """An editor who re-hashes keeps integrity but cannot keep the head a verifier may hold."""
+    r = copy(honest[0], tmp_path)
+    rec = open_record(r)
+    doc = dict(rec.doc)
+    doc["batch_size"] = doc["batch_size"]  # same header, re-sealed entries: head unchanged
+    assert seal(doc, rec.entries)["head"] == rec.doc["head"]
+    doc["optimizer"] = {**doc["optimizer"], "lr": 0.2}
+    assert seal(doc, rec.entries)["head"] != rec.doc["head"]
+    (r / "record.json").write_text(json.dumps({**doc, "checkpoints": rec.entries, "head": rec.doc["head"]}))
+    res = check_integrity(open_record(r))
+    assert res.passed is False and "checkpoint entry 0" in res.reason and "hash chain broken" in res.reason
+
+
+def test_batch_list_edit_is_caught(honest, tmp_path):
+    r = copy(honest[0], tmp_path)
+    b = np.load(r / "batches.npy")
+    b[5, 0] = (b[5, 0] + 1) % 100
+    np.save(r / "batches.npy", b)
+    res = check_integrity(open_record(r))
+    assert res.passed is False and "batches file batches.npy: sha256 mismatch" in res.reason
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda r: (r / "record.json").write_text("{not json"), "record.json is not valid JSON"),
+        (lambda r: (r / "record.json").unlink(), "record.json is missing"),
+        (lambda r: (r / "ckpt" / "step_8.safetensors").unlink(), "checkpoint entry 2 (ckpt/step_8.safetensors): file"),
+        (
+            lambda r: (r / "ckpt" / "step_8.safetensors").write_bytes(
+                (r / "ckpt" / "step_8.safetensors").read_bytes()[:50]
+            ),
+            "checkpoint entry 2 (ckpt/step_8.safetensors): 50 bytes, the record says",
+        ),
+        (
+            lambda r: (r / "record.json").write_text(json.dumps({"format": "fpcore.pot-record", "version": 1})),
+            "missing field 'model'",
+        ),
+    ],
+)
+def test_damaged_record_is_named(honest, tmp_path, damage, message):
+    r = copy(honest[0], tmp_path)
+    damage(r)
+    with pytest.raises(RecordError) as ei:
+        require_intact(verify(r, honest[2], checks=("integrity",)))
+    assert message in str(ei.value) and str(r) in str(ei.value)
+    assert isinstance(ei.value, ValueError)
+
+
+def test_verify_does_not_modify_the_record(honest):
+    before = tree_digest(honest[0])
+    verify(honest[0], honest[2], checks=("integrity", "data", "init", "replay"), seed=0)
+    assert tree_digest(honest[0]) == before
+
+
+def test_recorder_contract(tmp_path, digits):
+    train, _ = digits
+    model, opt, init = fresh(SMALL, train, 3)
+    kw = dict(every=2, model_spec=SMALL.model_spec(train), init=init, batch_size=4)
+    rec = Recorder(tmp_path / "r", model, opt, train, **kw)
+    with pytest.raises(ValueError, match="expected 4 sample indices, got shape"):
+        rec.step(torch.arange(3))
+    rec.abort()
+    assert not (tmp_path / "r").exists() and not list(tmp_path.iterdir())  # nothing partial left behind
+    with pytest.raises(RuntimeError), Recorder(tmp_path / "r", model, opt, train, **kw) as rec:
+        rec.step(torch.arange(4))
+        raise RuntimeError("training crashed")
+    assert not list(tmp_path.iterdir())
+    rec = Recorder(tmp_path / "r", model, opt, train, **kw)
+    rec.step(torch.tensor([0, 1, 2, len(train)]))
+    with pytest.raises(ValueError, match="outside 0..1347"):
+        rec.finish()
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="every must be an int >= 1"):
+        Recorder(tmp_path / "r", model, opt, train, **{**kw, "every": 0})
+    # a partial last segment gets its own checkpoint and seed
+    rec = Recorder(tmp_path / "r", model, opt, train, **kw)
+    for i in range(5):
+        rec.step(torch.arange(4) + i)
+    doc = open_record(rec.finish()).doc
+    assert [e["step"] for e in doc["checkpoints"]] == [0, 2, 4, 5] and len(doc["segment_seeds"]) == 3
+    with pytest.raises(FileExistsError):
+        Recorder(tmp_path / "r", model, opt, train, **kw)
+
+
+def test_buffered_recorder_writes_at_finish(tmp_path, digits):
+    """buffer_bytes > 0 holds the snapshots in memory; the record written in finish() is the same."""
+    train, _ = digits
+    docs = []
+    for bb in (0, 1 << 30):
+        model, opt, init = fresh(SMALL, train, 5)
+        rec = Recorder(
+            tmp_path / f"r{bb}",
+            model,
+            opt,
+            train,
+            every=2,
+            model_spec=SMALL.model_spec(train),
+            init=init,
+            batch_size=4,
+            buffer_bytes=bb,
+        )
+        for i in range(6):
+            rec.step(torch.arange(4) + i)
+        assert (len(rec._pending), len(rec._queued)) == ((4, 0) if bb == 0 else (0, 4))
+        docs.append(open_record(rec.finish()).doc)
+    # same checkpoints, byte for byte (checkpoint files are deterministic)
+    assert [e["sha256"] for e in docs[0]["checkpoints"]] == [e["sha256"] for e in docs[1]["checkpoints"]]
+
+
+def test_flat_params_from_bytes_equal_the_parsed_checkpoint(honest):
+    rec = open_record(honest[0])
+    for i in (0, 3, len(rec.entries) - 1):
+        fast = rec.flat_params(i)  # cut from the file's bytes (not parsed yet)
+        assert i not in rec._cache
+        ck = rec.checkpoint(i)
+        ref = torch.cat([ck[k].flatten() for k in sorted(ck) if k.startswith("param.")])
+        assert fast.dtype == torch.float32 and torch.equal(fast, ref)
+        assert torch.equal(rec.flat_params(i), ref)  # parsed now: built from checkpoint(i)
