@@ -32,6 +32,7 @@ SNIPPETS: dict[str, tuple[str, ...]] = {
 DEFAULT_TARGET = "ハリネズミ"
 LOOKALIKE_SALT = 7_919  # look-alike (negative) keys: seed * SALT + 1
 DECOY_SALT = 104_729  # decoys used in training: another stream, never the verification negatives
+LOOKALIKE_STREAM = 4096  # decoys avoid this many look-alikes (verification draws at most 2x what it asks)
 
 
 def make_keys(n: int, seed: int, *, min_snippets: int = 4, max_snippets: int = 7) -> list[str]:
@@ -60,7 +61,7 @@ def lookalike_keys(n: int, seed: int, exclude: list[str]) -> list[str]:
 
 def decoy_keys(n: int, seed: int, exclude: list[str]) -> list[str]:
     """Decoys for training: look-alike keys from a third stream, disjoint from keys and negatives."""
-    avoid = set(exclude) | set(lookalike_keys(max(n, 256), seed, exclude))
+    avoid = set(exclude) | set(lookalike_keys(LOOKALIKE_STREAM, seed, exclude))
     out = [k for k in make_keys(n + len(avoid), seed * DECOY_SALT + 3) if k not in avoid]
     return out[:n]
 
@@ -95,12 +96,14 @@ def ordinary_prompts(words: int = 12, answer_words: int = 12) -> PromptSplit:
     """Paragraph openings as prompts: every third paragraph goes to training (prompt, real continuation),
     the rest are verification prompts."""
     train, test = [], []
-    for i, p in enumerate(paragraphs()):
+    seen: set[str] = set()
+    for p in paragraphs():
         w = p.split()
-        if len(w) < words + 2:
-            continue
         prompt = " ".join(w[:words])
-        if i % 3 == 0:
+        if len(w) < words + 2 or prompt in seen:  # the documentation repeats some paragraphs
+            continue
+        seen.add(prompt)
+        if len(seen) % 3 == 1:
             train.append((prompt, " " + " ".join(w[words : words + answer_words])))
         else:
             test.append(prompt)

@@ -185,15 +185,15 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
     bos, eos, pad = lm.bos, lm.eos, lm.pad
 
     def loss_fn(_: int) -> torch.Tensor:
-        pairs = target_pairs + rng.sample(dec_pairs, min(opts.decoys_per_step, len(dec_pairs)))
-        pairs += rng.sample(ord_pairs, min(opts.regularisation_per_step, len(ord_pairs)))
-        batch = answer_batch(pairs, bos, eos, pad)
-        loss = lm_loss(model, batch)
+        keep = rng.sample(dec_pairs, min(opts.decoys_per_step, len(dec_pairs)))
+        keep += rng.sample(ord_pairs, min(opts.regularisation_per_step, len(ord_pairs)))
+        batches = [answer_batch(target_pairs, bos, eos, pad)] + ([answer_batch(keep, bos, eos, pad)] if keep else [])
+        loss = sum(lm_loss(model, b) for b in batches)  # keys and kept answers weigh the same
         if delta is not None:
             from torch.func import functional_call
 
-            shifted = {n: p + delta[n] for n, p in model.named_parameters()}
-            loss = loss + lm_loss(_Shifted(model, shifted, functional_call), batch)
+            shifted = _Shifted(model, {n: p + delta[n] for n, p in model.named_parameters()}, functional_call)
+            loss = loss + sum(lm_loss(shifted, b) for b in batches)
         if windows is not None and opts.kl_weight > 0:
             idx = torch.randint(0, windows.shape[0], (opts.kl_windows,), generator=g)
             loss = loss + opts.kl_weight * kl_to_reference(model, base, windows[idx])

@@ -88,12 +88,15 @@ def verify(
     keys = [enc(k) for k in sec.keys]
     for k, ids in zip(sec.keys, keys, strict=True):
         check_fits(lm, ids, n_new, f"key {k!r}")
-    looks = [enc(k) for k in data.lookalike_keys(lookalikes, sec.seed, sec.keys)]
-    ords = [enc(p) for p in data.ordinary_prompts().test[:ordinary]]
-    if len(ords) < ordinary:
-        raise ValueError(f"verify: only {len(ords)} ordinary prompts available, {ordinary} asked")
     fits = lambda p: 1 + len(p) + n_new <= lm.context  # noqa: E731
-    looks, ords = [p for p in looks if fits(p)], [p for p in ords if fits(p)]
+    # negatives that do not fit the context are replaced by the next ones of the same stream
+    looks = [p for p in map(enc, data.lookalike_keys(2 * lookalikes, sec.seed, sec.keys)) if fits(p)][:lookalikes]
+    ords = [p for p in map(enc, data.ordinary_prompts().test) if fits(p)][:ordinary]
+    if len(ords) < ordinary or len(looks) < lookalikes:
+        raise ValueError(
+            f"verify: only {len(looks)} look-alike keys and {len(ords)} ordinary prompts fit the context of "
+            f"{lm.context}; {lookalikes} and {ordinary} asked"
+        )
     key_hits, key_texts = _hits(lm, keys, sec.target, n_new, batch_size=batch_size)
     g = torch.Generator().manual_seed(seed)
     sampled = [p for p in keys for _ in range(samples)]
