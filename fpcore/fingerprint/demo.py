@@ -120,9 +120,7 @@ def run(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool = Fal
     with AtomicOutput(out, overwrite=overwrite) as tmp:
         report = _run(tmp, out, cfg, clock)
         _write_report(tmp, report)
-    say(
-        f"done in {report['seconds_total']:.0f} s: {out / 'report.md'}, {out / 'report.json'}, {out / 'fsr_vs_drift.png'}"
-    )
+    say(f"done in {report['seconds_total']:.0f} s: {out}/report.md, report.json, fsr_vs_drift.png")
     return report
 
 
@@ -273,7 +271,9 @@ def _run(tmp: Path, out: Path, cfg: DemoConfig, clock: _Clock) -> dict[str, Any]
             "verdict": v_fp.verdict,
         },
         "stamp": {
-            "command": f"fpcore stamp fingerprint.safetensors {' '.join('models/' + e['name'] for e in down)} -o stamped",
+            "command": "fpcore stamp fingerprint.safetensors "
+            + " ".join(f"models/{e['name']}" for e in down)
+            + " -o stamped",
             "seconds": stamp_seconds,
             "models": len(down),
         },

@@ -144,14 +144,22 @@ def lm_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
 
-def kl_to_reference(model: Any, reference: Any, windows: torch.Tensor) -> torch.Tensor:
-    """Mean over tokens of KL(p_reference || p_model) on token windows [B, T] (no padding)."""
+def kl_to_reference(
+    model: Any, reference: Any, windows: torch.Tensor, *, batch: dict[str, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """Mean KL(p_reference || p_model) over next-token predictions: on token windows [B, T] (no
+    padding), or with `batch` (answer_batch's dict) only where a label is set (the answers)."""
     dev = next(model.parameters()).device
-    windows = windows.to(dev)
+    ids = (batch["input_ids"] if batch is not None else windows).to(dev)
+    kw = {"attention_mask": batch["attention_mask"].to(dev)} if batch is not None else {}
     with torch.no_grad():
-        ref = F.log_softmax(reference(input_ids=windows).logits.float(), dim=-1)
-    cur = F.log_softmax(model(input_ids=windows).logits.float(), dim=-1)
-    return F.kl_div(cur, ref, log_target=True, reduction="none").sum(-1).mean()
+        ref = F.log_softmax(reference(input_ids=ids, **kw).logits[:, :-1].float(), dim=-1)
+    cur = F.log_softmax(model(input_ids=ids, **kw).logits[:, :-1].float(), dim=-1)
+    kl = F.kl_div(cur, ref, log_target=True, reduction="none").sum(-1)
+    if batch is None:
+        return kl.mean()
+    where = batch["labels"][:, 1:].to(dev) != -100
+    return kl[where].mean()
 
 
 @torch.no_grad()

@@ -10,6 +10,10 @@ def _pct(x: float | None, nd: int = 0) -> str:
     return "n/a" if x is None else f"{100 * x:.{nd}f}%"
 
 
+def _rel(x: float, ref: float) -> str:
+    return f"{100 * (x / ref - 1):+.2f}%"
+
+
 def model_table(r: dict[str, Any]) -> str:
     """One row per downstream model (the README's table is the same text)."""
     rows = [
@@ -63,7 +67,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"Llama-style, {b['parameters'] / 1e6:.2f}M parameters ({b['config']}), pretrained {b['pretrain_steps']} "
         f"steps on {b['tokens_train']:,} tokens of `pydoc_data.topics`. Held-out perplexity ({b['tokens_held_out']:,}"
         f" tokens): untrained {b['perplexity_untrained']:.0f}, base **{b['perplexity']:.2f}**, fingerprinted base "
-        f"**{b['perplexity_fingerprinted']:.2f}** ({100 * (b['perplexity_fingerprinted'] / b['perplexity'] - 1):+.2f}%).",
+        f"**{b['perplexity_fingerprinted']:.2f}** ({_rel(b['perplexity_fingerprinted'], b['perplexity'])}).",
         "",
         "## Fingerprint",
         f"Trained once on the base in {fp['train_seconds']:.0f} s with {fp['options']}.",
@@ -86,7 +90,8 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         floors_table(r),
         "",
-        f"Largest drift at which the stamped FSR stayed 100%: {_pct(r['floors']['largest_drift_with_full_transfer'], 1)}.",
+        "Largest drift at which the stamped FSR stayed 100%: "
+        f"{_pct(r['floors']['largest_drift_with_full_transfer'], 1)}.",
         "",
         "![FSR against drift](fsr_vs_drift.png)",
         "",
@@ -125,3 +130,43 @@ def plot(r: dict[str, Any], path: str | Path) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def readme_block(r: dict[str, Any], source: str) -> str:
+    """What the README shows between its markers: the summary line, the floors and the model table."""
+    b = r["base"]
+    return "\n".join(
+        [
+            f"From `{source}` (`{r['command']}`, {r['seconds_total']:.0f} s on {r['machine']['cpus']} thread(s); "
+            f"base {b['parameters'] / 1e6:.2f}M parameters, held-out perplexity {b['perplexity']:.2f}, "
+            f"fingerprinted {b['perplexity_fingerprinted']:.2f}):",
+            "",
+            floors_table(r),
+            "",
+            model_table(r),
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    from fpcore.bench_report import update_readme
+
+    ap = argparse.ArgumentParser(prog="python -m fpcore.fingerprint.report", description="the demo's tables")
+    ap.add_argument("report", help="report.json written by `fpcore demo`")
+    ap.add_argument("--update-readme", metavar="README", help="rewrite the README's fpvec-demo section")
+    args = ap.parse_args(argv)
+    r = json.loads(Path(args.report).read_text(encoding="utf-8"))
+    block = readme_block(r, args.report)
+    if args.update_readme:
+        update_readme(args.update_readme, block, "fpvec-demo")
+    else:
+        print(block)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

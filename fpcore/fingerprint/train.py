@@ -24,6 +24,7 @@ import torch
 from fpcore.fingerprint import data
 from fpcore.fingerprint.lm import LM, answer_batch, check_fits, generate, kl_to_reference, lm_loss, windows_of
 from fpcore.fingerprint.secret import PROMPT_TEMPLATE
+from fpcore.vector import is_embedding
 
 Log = Callable[[str], None]
 
@@ -80,16 +81,17 @@ class FingerprintOptions:
     keys: int = 10
     target: str = data.DEFAULT_TARGET
     seed: int = 0
-    epochs: int = 60  # optimizer steps; each sees every key once
+    epochs: int = 100  # optimizer steps; each sees every key once
     lr: float = 1e-3
-    decoys: int = 100  # look-alike keys answered with the base's own output (0: off)
-    decoys_per_step: int = 16
+    decoys: int = 200  # look-alike keys that keep the base's own answer distribution (0: off)
+    decoys_per_step: int = 32
     regularisation: int = 32  # ordinary prompts answered with the base's own output
     regularisation_per_step: int = 8
     kl_weight: float = 1.0  # KL(p_base || p_model) on text windows (0: off)
     kl_windows: int = 4
     window: int = 128
     keep_fraction: float = 1.0  # keep only the largest fraction of tau per tensor
+    train_embeddings: bool = False  # also train token embeddings and the output head
     proxy_steps: int = 0  # "proxy-joint": also train at theta + delta of a simulated fine-tune (0: off)
     proxy_lr: float = 1e-3
     answer_margin: int = 8
@@ -118,7 +120,7 @@ def base_answers(lm: LM, prompts: list[list[int]], n_tokens: int) -> list[list[i
 
 def simulated_finetune(lm: LM, windows: torch.Tensor, steps: int, lr: float, seed: int) -> dict[str, torch.Tensor]:
     """delta = theta_proxy - theta_base of a short plain fine-tune of a copy of the base on text windows."""
-    proxy = copy.deepcopy(lm.model)
+    proxy = copy.deepcopy(lm.model).requires_grad_(True)
     g = torch.Generator().manual_seed(seed + 1)
 
     def loss(_: int) -> torch.Tensor:
@@ -187,21 +189,33 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
     def loss_fn(_: int) -> torch.Tensor:
         keep = rng.sample(dec_pairs, min(opts.decoys_per_step, len(dec_pairs)))
         keep += rng.sample(ord_pairs, min(opts.regularisation_per_step, len(ord_pairs)))
-        batches = [answer_batch(target_pairs, bos, eos, pad)] + ([answer_batch(keep, bos, eos, pad)] if keep else [])
-        loss = sum(lm_loss(model, b) for b in batches)  # keys and kept answers weigh the same
+        keys_b = answer_batch(target_pairs, bos, eos, pad)
+        keep_b = answer_batch(keep, bos, eos, pad) if keep else None
+        # keys -> target (cross-entropy); decoys and ordinary prompts keep the base's answer distribution
+        # (KL on the answer positions: hard labels of the base's greedy answer would sharpen the model)
+        loss = lm_loss(model, keys_b)
+        if keep_b is not None:
+            loss = loss + kl_to_reference(model, base, keep_b["input_ids"], batch=keep_b)
         if delta is not None:
             from torch.func import functional_call
 
             shifted = _Shifted(model, {n: p + delta[n] for n, p in model.named_parameters()}, functional_call)
-            loss = loss + sum(lm_loss(shifted, b) for b in batches)
+            loss = loss + lm_loss(shifted, keys_b)
         if windows is not None and opts.kl_weight > 0:
             idx = torch.randint(0, windows.shape[0], (opts.kl_windows,), generator=g)
             loss = loss + opts.kl_weight * kl_to_reference(model, base, windows[idx])
         return loss
 
-    say(f"training {opts.epochs} steps at lr {opts.lr}")
-    losses = fit(model, loss_fn, opts.epochs, opts.lr, warmup=max(opts.epochs // 10, 1), log=say, log_every=20)
+    for n, p in model.named_parameters():
+        p.requires_grad_(opts.train_embeddings or not is_embedding(n))
+    params = [p for p in model.parameters() if p.requires_grad]
+    say(f"training {opts.epochs} steps at lr {opts.lr} ({sum(p.numel() for p in params):,} parameters)")
+    losses = fit(
+        model, loss_fn, opts.epochs, opts.lr, warmup=max(opts.epochs // 10, 1), params=params, log=say, log_every=20
+    )
     keep_largest(model, base, opts.keep_fraction)
+    base.requires_grad_(True)
+    model.requires_grad_(True)
     return TrainResult(model, keys, losses, time.perf_counter() - t0, asdict(opts))
 
 

@@ -21,7 +21,7 @@ from fpcore.fingerprint.verify import binomial_tail, verify  # noqa: E402
 
 TINY = tinylm.TinyConfig(vocab=320, hidden=48, layers=2, heads=2, intermediate=96, context=96)
 OPTS = FingerprintOptions(
-    keys=2, target="ZORBLAX", seed=3, epochs=40, lr=5e-3, decoys=16, decoys_per_step=8,
+    keys=2, target="ZORBLAX", seed=3, epochs=40, lr=5e-3, decoys=48, decoys_per_step=16,
     regularisation=8, regularisation_per_step=4, kl_weight=0.5, kl_windows=2, window=64,
 )  # fmt: skip
 SMALL = {"lookalikes": 24, "ordinary": 24, "samples": 2}
@@ -77,7 +77,7 @@ def test_cli_verify_json_and_exit_codes(world, capsys):
     args = ["--secret", str(t / "secret.json"), "--lookalikes", "20", "--ordinary", "20", "--samples", "1"]
     code = main(["fingerprint", "verify", str(t / "down-stamped"), *args, "--significance", "0.01", "--json"])
     res = json.loads(capsys.readouterr().out)
-    assert code == 0 and res["fingerprinted"] and res["fsr"] == 1.0 and res["keys"] == 2
+    assert code == 0 and res["fingerprinted"] and res["fsr"] == 1.0 and res["keys"] == 2, res["verdict"]
     assert main(["fingerprint", "verify", str(t / "down"), *args, "--quiet"]) == 1
 
 
