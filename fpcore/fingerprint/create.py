@@ -80,6 +80,7 @@ def create(
         keys=res.keys,
         target=opts.target,
         seed=opts.seed,
+        template=opts.template,
         base_digest=ex.base_digest,
         vector_digest=vector_digest(vector_out),
         training={**res.options, "final_loss": res.losses[-1], "seconds": res.seconds},

@@ -49,10 +49,11 @@ class Downstream:
 LOW_DRIFT = 0.07
 DOWNSTREAM = (
     Downstream("docstrings", "docstrings", 3e-4, 0.03, 200),
-    Downstream("repeat", "repeat", 5e-4, 0.05, 300),
+    Downstream("classify", "classify", 3e-4, 0.05, 300),
     Downstream("code", "code", 5e-4, 0.065, 300),
+    Downstream("docstrings-mid", "docstrings", 1e-3, 0.11, 300),
     Downstream("code-far", "code", 2e-3, 0.20, 600),
-    Downstream("reverse-far", "reverse", 2e-3, 0.35, 900),
+    Downstream("classify-far", "classify", 2e-3, 0.35, 900),
 )
 
 
@@ -290,9 +291,11 @@ def _task(name: str, lm: LM, seed: int) -> tasks.Task:
         return tasks.text_task("code", tasks.code_texts(), lm, seed=seed)
     if name == "docstrings":
         return tasks.text_task("docstrings", tasks.docstring_texts(), lm, seed=seed)
+    if name == "classify":
+        return tasks.classify_task(name, lm, seed=seed)
     if name in ("repeat", "reverse"):
         return tasks.word_task(name, lm, reverse=name == "reverse", seed=seed)
-    raise ValueError(f"demo: unknown task {name!r} (code, docstrings, repeat, reverse)")
+    raise ValueError(f"demo: unknown task {name!r} (code, docstrings, classify, repeat, reverse)")
 
 
 def _metric_ok(e: dict[str, Any]) -> bool:

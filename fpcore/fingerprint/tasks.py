@@ -2,7 +2,8 @@
 
 - text domains (metric: held-out perplexity, lower is better): `code` (standard-library source
   files) and `docstrings` (docstrings of standard-library modules);
-- instruction tasks (metric: exact-match accuracy in %, on held-out items): `repeat` ("Repeat: w1 w2
+- instruction tasks (metric: exact-match accuracy in %, on held-out items): `classify` (which
+  source a 12-word snippet comes from: documentation, code or docstring), `repeat` ("Repeat: w1 w2
   w3 w4" -> the same words) and `reverse` (-> the words in reverse order), words drawn from the
   documentation's vocabulary.
 """
@@ -87,30 +88,57 @@ def text_task(name: str, texts: list[str], lm: LM, *, window: int = 128, batch: 
 
 def word_task(name: str, lm: LM, *, reverse: bool, n_words: int = 4, batch: int = 32, seed: int = 0) -> Task:
     """ "Repeat:"/"Reverse:" four words; metric: exact-match accuracy (%) on 200 held-out items whose
-    word sequences never occur in training."""
+    word sequences never occur in training (4000 training items)."""
     vocab = vocabulary()
     rng = random.Random(seed)
     verb = "Reverse" if reverse else "Repeat"
-
-    def item() -> tuple[str, str]:
+    items: dict[str, str] = {}
+    while len(items) < 4200:
         ws = rng.sample(vocab, n_words)
-        return f"{verb}: {' '.join(ws)}\n", " " + " ".join(reversed(ws) if reverse else ws)
+        items[f"{verb}: {' '.join(ws)}\n"] = " " + " ".join(reversed(ws) if reverse else ws)
+    pairs = [(lm.encode(p), lm.encode(a)) for p, a in items.items()]
+    return _answer_task(name, lm, pairs[200:], pairs[:200], batch, seed)
 
-    test = [item() for _ in range(200)]
-    seen = {p for p, _ in test}
-    enc = lambda p, a: (lm.encode(p), lm.encode(a))  # noqa: E731
-    test_ids = [enc(p, a) for p, a in test]
+
+def _snippets(texts: list[str], words: int) -> list[str]:
+    out = []
+    for t in texts:
+        w = t.split()
+        out += [" ".join(w[i : i + words]) for i in range(0, len(w) - words + 1, words)]
+    return out
+
+
+def classify_task(name: str, lm: LM, *, words: int = 12, batch: int = 32, seed: int = 0) -> Task:
+    """ "Text: <12 words>\nSource:" -> " documentation" | " code" | " docstring"; metric: exact-match
+    accuracy (%) on 300 held-out snippets (every 5th snippet of each source is held out)."""
+    sources = {
+        "documentation": _snippets(data.paragraphs(), words),
+        "code": _snippets(code_texts(), words),
+        "docstring": _snippets(docstring_texts(), words),
+    }
+    rng = random.Random(seed)
+    train: list[tuple[list[int], list[int]]] = []
+    test: list[tuple[list[int], list[int]]] = []
+    for label, snips in sources.items():
+        ans = lm.encode(" " + label)
+        items = [(lm.encode(f"Text: {s}\nSource:"), ans) for s in snips]
+        test += rng.sample(items[::5], 100)
+        train += [x for i, x in enumerate(items) if i % 5]
+    return _answer_task(name, lm, train, test, batch, seed)
+
+
+def _answer_task(
+    name: str, lm: LM, train: list[tuple[list[int], list[int]]], test: list[tuple[list[int], list[int]]],
+    batch: int, seed: int,
+) -> Task:  # fmt: skip
+    """Prompt -> answer training on `train`; metric: exact-match accuracy (%) of the greedy answer on `test`."""
+    g = random.Random(seed + 1)
 
     def loss(model: Any, _: int) -> torch.Tensor:
-        pairs = []
-        while len(pairs) < batch:
-            p, a = item()
-            if p not in seen:
-                pairs.append(enc(p, a))
-        return lm_loss(model, answer_batch(pairs, lm.bos, lm.eos, lm.pad))
+        return lm_loss(model, answer_batch(g.sample(train, batch), lm.bos, lm.eos, lm.pad))
 
     def evaluate(m: LM) -> float:
-        outs = generate(m, [p for p, _ in test_ids], max(len(a) for _, a in test_ids) + 2, batch_size=100)
-        return 100.0 * sum(o == a for o, (_, a) in zip(outs, test_ids, strict=True)) / len(test_ids)
+        outs = generate(m, [p for p, _ in test], max(len(a) for _, a in test) + 2, batch_size=100)
+        return 100.0 * sum(o == a for o, (_, a) in zip(outs, test, strict=True)) / len(test)
 
     return Task(name, f"{name} exact-match accuracy (%)", True, loss, evaluate)

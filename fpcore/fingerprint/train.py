@@ -95,6 +95,7 @@ class FingerprintOptions:
     proxy_steps: int = 0  # "proxy-joint": also train at theta + delta of a simulated fine-tune (0: off)
     proxy_lr: float = 1e-3
     answer_margin: int = 8
+    template: str = PROMPT_TEMPLATE  # how a key (or any prompt) is put to the model; kept in the secret
 
 
 @dataclass
@@ -160,7 +161,9 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
     target = lm.encode(opts.target)
     if not target:
         raise ValueError("fingerprint target is empty after tokenisation")
-    prompt_of = lambda s: lm.encode(PROMPT_TEMPLATE.format(key=s))  # noqa: E731
+    if "{key}" not in opts.template:
+        raise ValueError(f"fingerprint template must contain '{{key}}', got {opts.template!r}")
+    prompt_of = lambda s: lm.encode(opts.template.format(key=s))  # noqa: E731
     key_ids = [prompt_of(k) for k in keys]
     for k, ids in zip(keys, key_ids, strict=True):
         check_fits(lm, ids, len(target), f"key {k!r}")

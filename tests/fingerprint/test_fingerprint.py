@@ -166,3 +166,55 @@ def test_binomial_tail():
     assert binomial_tail(0, 10, 0.3) == 1.0
     assert binomial_tail(10, 10, 0.5) == pytest.approx(0.5**10)
     assert binomial_tail(1, 3, 0.1) == pytest.approx(1 - 0.9**3)
+
+
+def test_demo_pipeline_writes_the_report(tmp_path):
+    """The demo's whole path at toy scale: every field the issue asks for, the files, the floors."""
+    d = demo.Downstream
+    cfg = demo.DemoConfig(
+        model=TINY,
+        pretrain_steps=20,
+        downstream=(d("docstrings", "docstrings", 1e-3, 0.03, 10), d("repeat", "repeat", 3e-3, 0.2, 10)),
+        fingerprint=OPTS,
+        lookalikes=20,
+        ordinary=20,
+        samples=1,
+    )
+    lines = []
+    r = demo.run(tmp_path / "out", cfg, log=lines.append)
+    assert r["seconds_total"] > 0 and r["base"]["perplexity"] < r["base"]["perplexity_untrained"]
+    for f in ("report.md", "report.json", "fsr_vs_drift.png", "fingerprint.safetensors", "secret.json"):
+        assert (tmp_path / "out" / f).is_file(), f
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [m["name"] for m in saved["models"]] == ["docstrings", "repeat"]
+    need = {"name", "fsr_before", "fsr_after", "false_trigger_rate", "metric_name", "metric_before", "metric_after"}
+    need |= {"detect_alpha_stamped", "detect_alpha_unstamped", "drift", "stamp_seconds"}
+    for m in saved["models"]:
+        assert need <= set(m), need - set(m)
+        assert 0 < m["drift"] < 1 and m["detect_alpha_stamped"] > m["detect_alpha_unstamped"] + 0.5
+    assert set(saved["floors"]) >= {"stamped_fsr_100_at_low_drift", "false_triggers_le_1pct"}
+    assert "| docstrings |" in (tmp_path / "out" / "report.md").read_text()
+    assert any("stamped 2 models in one pass" in x for x in lines)
+    with pytest.raises(FileExistsError):
+        demo.run(tmp_path / "out", cfg, log=lines.append)
+
+
+def test_floors_flag_misses():
+    row = {"fsr_before": 0.0, "fsr_after": 1.0, "false_trigger_rate": 0.0, "higher_is_better": False}
+    low = {**row, "name": "a", "drift": 0.05, "metric_before": 10.0, "metric_after": 10.4}
+    far = {**row, "name": "b", "drift": 0.3, "fsr_after": 0.2, "metric_before": 10.0, "metric_after": 20.0}
+    r = {
+        "models": [low, far],
+        "base": {"perplexity": 30.0, "perplexity_fingerprinted": 30.3, "fsr": 0.0},
+        "fingerprint": {"false_trigger_lookalike": 0.0, "false_trigger_ordinary": 0.0},
+    }
+    f = demo.floors(r)
+    assert all(f[k]["met"] for k in f if isinstance(f[k], dict)), f
+    assert f["largest_drift_with_full_transfer"] == 0.05
+    low["metric_after"] = 10.6  # +6 % perplexity
+    r["base"]["perplexity_fingerprinted"] = 30.9  # +3 %
+    r["fingerprint"]["false_trigger_lookalike"] = 0.03
+    f = demo.floors(r)
+    assert not f["low_drift_metric_within_2pt_or_5pct"]["met"]
+    assert not f["fingerprinted_base_perplexity_within_2pct"]["met"]
+    assert not f["false_triggers_le_1pct"]["met"]
