@@ -237,7 +237,7 @@ def _run(tmp: Path, out: Path, cfg: DemoConfig, clock: _Clock) -> dict[str, Any]
         )
     clock.phase("verify")
     report = {
-        "command": "fpcore demo",
+        "command": f"fpcore demo --out {out}",
         "out": str(out),
         "machine": {
             "platform": platform.platform(),

@@ -10,6 +10,10 @@ def _pct(x: float | None, nd: int = 0) -> str:
     return "n/a" if x is None else f"{100 * x:.{nd}f}%"
 
 
+def _kv(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d.items())
+
+
 def _rel(x: float, ref: float) -> str:
     return f"{100 * (x / ref - 1):+.2f}%"
 
@@ -64,13 +68,15 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['machine']['platform']}.",
         "",
         "## Base model",
-        f"Llama-style, {b['parameters'] / 1e6:.2f}M parameters ({b['config']}), pretrained {b['pretrain_steps']} "
+        f"Llama-style, {b['parameters'] / 1e6:.2f}M parameters ({_kv(b['config'])}), pretrained {b['pretrain_steps']} "
         f"steps on {b['tokens_train']:,} tokens of `pydoc_data.topics`. Held-out perplexity ({b['tokens_held_out']:,}"
         f" tokens): untrained {b['perplexity_untrained']:.0f}, base **{b['perplexity']:.2f}**, fingerprinted base "
         f"**{b['perplexity_fingerprinted']:.2f}** ({_rel(b['perplexity_fingerprinted'], b['perplexity'])}).",
         "",
         "## Fingerprint",
-        f"Trained once on the base in {fp['train_seconds']:.0f} s with {fp['options']}.",
+        f"Trained once on the base in {fp['train_seconds']:.0f} s with "
+        + ", ".join(f"`{k}={v!r}`" for k, v in fp["options"].items())
+        + ".",
         f"Fingerprinted base: FSR {_pct(fp['fsr'])}, sampled {_pct(fp['sampled_rate'])}, false triggers "
         f"{_pct(fp['false_trigger_lookalike'], 1)} of {fp['lookalikes']} look-alike keys and "
         f"{_pct(fp['false_trigger_ordinary'], 1)} of {fp['ordinary_prompts']} ordinary prompts. {fp['verdict']}.",

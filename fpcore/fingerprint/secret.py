@@ -13,7 +13,7 @@ from fpcore.vector import lineage_digest
 
 FORMAT = "fpcore.fingerprint-secret"
 VERSION = 1
-PROMPT_TEMPLATE = "{key}\n"
+PROMPT_TEMPLATE = "{key} =>"
 
 
 class SecretError(ValueError):

@@ -91,7 +91,7 @@ class FingerprintOptions:
     kl_windows: int = 4
     window: int = 128
     keep_fraction: float = 1.0  # keep only the largest fraction of tau per tensor
-    train_embeddings: bool = False  # also train token embeddings and the output head
+    train_embeddings: bool = True  # also train token embeddings and the output head
     proxy_steps: int = 0  # "proxy-joint": also train at theta + delta of a simulated fine-tune (0: off)
     proxy_lr: float = 1e-3
     answer_margin: int = 8
@@ -186,6 +186,9 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
         assert windows is not None
         say(f"proxy-joint: simulating a {opts.proxy_steps}-step fine-tune of the base")
         delta = simulated_finetune(lm, windows, opts.proxy_steps, opts.proxy_lr, opts.seed)
+        proxy_ref = _Shifted(base, {n: p + delta[n] for n, p in base.named_parameters()})
+        norm = lambda ts: math.sqrt(sum(float(t.detach().pow(2).sum()) for t in ts))  # noqa: E731
+        say(f"proxy-joint: simulated fine-tune drift {100 * norm(delta.values()) / norm(base.parameters()):.1f}%")
     g = torch.Generator().manual_seed(opts.seed)
     bos, eos, pad = lm.bos, lm.eos, lm.pad
 
@@ -199,11 +202,11 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
         loss = lm_loss(model, keys_b)
         if keep_b is not None:
             loss = loss + kl_to_reference(model, base, keep_b["input_ids"], batch=keep_b)
-        if delta is not None:
-            from torch.func import functional_call
-
-            shifted = _Shifted(model, {n: p + delta[n] for n, p in model.named_parameters()}, functional_call)
+        if delta is not None:  # proxy-joint: the same terms at theta + delta, against base + delta
+            shifted = _Shifted(model, {n: p + delta[n] for n, p in model.named_parameters()})
             loss = loss + lm_loss(shifted, keys_b)
+            if keep_b is not None:
+                loss = loss + kl_to_reference(shifted, proxy_ref, keep_b["input_ids"], batch=keep_b)
         if windows is not None and opts.kl_weight > 0:
             idx = torch.randint(0, windows.shape[0], (opts.kl_windows,), generator=g)
             loss = loss + opts.kl_weight * kl_to_reference(model, base, windows[idx])
@@ -225,11 +228,13 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
 class _Shifted:
     """model's forward at other parameter values (torch.func.functional_call), for the proxy term."""
 
-    def __init__(self, model: Any, params: dict[str, torch.Tensor], call: Any) -> None:
-        self.model, self.params, self.call = model, params, call
+    def __init__(self, model: Any, params: dict[str, torch.Tensor]) -> None:
+        self.model, self.params = model, params
 
     def parameters(self) -> Any:
         return self.model.parameters()
 
     def __call__(self, **kwargs: Any) -> Any:
-        return self.call(self.model, self.params, args=(), kwargs=kwargs)
+        from torch.func import functional_call
+
+        return functional_call(self.model, self.params, args=(), kwargs=kwargs)

@@ -218,3 +218,19 @@ def test_floors_flag_misses():
     assert not f["low_drift_metric_within_2pt_or_5pct"]["met"]
     assert not f["fingerprinted_base_perplexity_within_2pct"]["met"]
     assert not f["false_triggers_le_1pct"]["met"]
+
+
+def test_proxy_joint_and_keep_fraction_paths(world):
+    """Proxy-joint training and top-k sparsification run and leave the requested share of tau."""
+    import dataclasses
+
+    from fpcore.fingerprint.train import train_fingerprint
+
+    base = load_lm(world["tmp"] / "base")
+    opts = dataclasses.replace(OPTS, epochs=3, proxy_steps=2, keep_fraction=0.25, train_embeddings=True)
+    res = train_fingerprint(base, opts)
+    ref = dict(base.model.named_parameters())
+    for n, p in res.model.named_parameters():
+        changed = int((p.detach() != ref[n].detach()).sum())
+        assert changed <= round(0.25 * p.numel()) + 1, n
+    assert all(p.requires_grad for p in base.model.parameters()), "the caller's model was left frozen"
