@@ -234,3 +234,17 @@ def test_proxy_joint_and_keep_fraction_paths(world):
         changed = int((p.detach() != ref[n].detach()).sum())
         assert changed <= round(0.25 * p.numel()) + 1, n
     assert all(p.requires_grad for p in base.model.parameters()), "the caller's model was left frozen"
+
+
+def test_cli_create_writes_vector_and_secret(world, tmp_path, capsys):
+    t = world["tmp"]
+    v, s = tmp_path / "v.safetensors", tmp_path / "s.json"
+    args = ["fingerprint", "create", str(t / "base"), "-o", str(v), "--secret", str(s), "--keys", "3"]
+    args += ["--target", "QQ", "--epochs", "2", "--decoys", "4", "--kl-windows", "1", "--freeze-embeddings", "--json"]
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["keys"] == 3 and res["options"]["train_embeddings"] is False and res["options"]["epochs"] == 2
+    secret = Secret.load(s)
+    assert len(secret.keys) == 3 and secret.target == "QQ" and secret.template == "{key} =>"
+    secret.check_vector(v)
+    assert main(args) == 2 and "already exists" in capsys.readouterr().err
