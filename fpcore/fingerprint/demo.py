@@ -308,13 +308,10 @@ def _metric_ok(e: dict[str, Any]) -> bool:
 def floors(r: dict[str, Any]) -> dict[str, Any]:
     """The issue's floors, each with the measured numbers and met: true/false."""
     low = [e for e in r["models"] if e["drift"] <= LOW_DRIFT]
-    ft = [(e["name"], e["false_trigger_rate"]) for e in r["models"]]
-    ft.append(
-        (
-            "base-fingerprinted",
-            (r["fingerprint"]["false_trigger_lookalike"] + r["fingerprint"]["false_trigger_ordinary"]) / 2,
-        )
-    )
+    # each negative set on its own (look-alike keys, ordinary prompts): the worse of the two counts
+    ft = [(e["name"], max(e["false_trigger_lookalike"], e["false_trigger_ordinary"])) for e in r["models"]]
+    fp = r["fingerprint"]
+    ft.append(("base-fingerprinted", max(fp["false_trigger_lookalike"], fp["false_trigger_ordinary"])))
     ppl_ratio = r["base"]["perplexity_fingerprinted"] / r["base"]["perplexity"]
     transfer = [e["drift"] for e in r["models"] if e["fsr_after"] == 1.0]
     return {

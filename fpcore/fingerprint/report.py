@@ -40,7 +40,7 @@ def floors_table(r: dict[str, Any]) -> str:
     names = {
         "stamped_fsr_100_at_low_drift": "stamped FSR = 100% on every model with drift ≤ 7%",
         "unstamped_fsr_0": "unstamped FSR = 0% (base and every downstream model)",
-        "false_triggers_le_1pct": "false triggers ≤ 1% (≥200 look-alike keys + ≥200 ordinary prompts)",
+        "false_triggers_le_1pct": "false triggers ≤ 1% on ≥200 look-alike keys and on ≥200 ordinary prompts (each)",
         "low_drift_metric_within_2pt_or_5pct": "low-drift task metric within 2 points / 5% relative",
         "fingerprinted_base_perplexity_within_2pct": "fingerprinted base perplexity within 2% of the base",
     }
@@ -118,11 +118,12 @@ def plot(r: dict[str, Any], path: str | Path) -> bool:
     x = [100 * e["drift"] for e in ms]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.axvspan(0, 7, color="tab:green", alpha=0.08, label="drift ≤ 7% (typical fine-tune)")
-    ax.plot(x, [100 * e["fsr_after"] for e in ms], "o-", color="tab:red", label="stamped: FSR (greedy)")
-    ax.plot(x, [100 * e["sampled_rate_after"] for e in ms], "s--", color="tab:orange", label="stamped: sampled, T=0.7")
-    ax.plot(x, [100 * e["fsr_before"] for e in ms], "x:", color="tab:blue", label="unstamped: FSR")
-    for xi, e in zip(x, ms, strict=True):
-        ax.annotate(e["name"], (xi, 100 * e["fsr_after"]), textcoords="offset points", xytext=(4, 6), fontsize=8)
+    ax.plot(x, [100 * e["fsr_after"] for e in ms], "o", color="tab:red", ms=8, label="stamped: FSR (greedy)")
+    ax.plot(x, [100 * e["sampled_rate_after"] for e in ms], "s", color="tab:orange", label="stamped: sampled, T=0.7")
+    ax.plot(x, [100 * e["fsr_before"] for e in ms], "x", color="tab:blue", label="unstamped: FSR")
+    for i, (xi, e) in enumerate(zip(x, ms, strict=True)):
+        dy = 8 if i % 2 == 0 else -16
+        ax.annotate(e["name"], (xi, 100 * e["fsr_after"]), textcoords="offset points", xytext=(5, dy), fontsize=8)
     ax.set_xlabel("drift of the downstream model from the base, ‖θ_down − θ_base‖ / ‖θ_base‖ (%)")
     ax.set_ylabel("fingerprint success rate (%)")
     ax.set_ylim(-5, 105)

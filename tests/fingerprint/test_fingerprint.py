@@ -200,7 +200,8 @@ def test_demo_pipeline_writes_the_report(tmp_path):
 
 
 def test_floors_flag_misses():
-    row = {"fsr_before": 0.0, "fsr_after": 1.0, "false_trigger_rate": 0.0, "higher_is_better": False}
+    row = {"fsr_before": 0.0, "fsr_after": 1.0, "higher_is_better": False}
+    row |= {"false_trigger_lookalike": 0.0, "false_trigger_ordinary": 0.0}
     low = {**row, "name": "a", "drift": 0.05, "metric_before": 10.0, "metric_after": 10.4}
     far = {**row, "name": "b", "drift": 0.3, "fsr_after": 0.2, "metric_before": 10.0, "metric_after": 20.0}
     r = {
