@@ -83,12 +83,12 @@ class FingerprintOptions:
     seed: int = 0
     epochs: int = 100  # optimizer steps; each sees every key once
     lr: float = 1e-3
-    decoys: int = 200  # look-alike keys that keep the base's own answer distribution (0: off)
-    decoys_per_step: int = 32
+    decoys: int = 400  # look-alike keys that keep the base's own answer distribution (0: off)
+    decoys_per_step: int = 64
     regularisation: int = 32  # ordinary prompts answered with the base's own output
     regularisation_per_step: int = 8
-    kl_weight: float = 1.0  # KL(p_base || p_model) on text windows (0: off)
-    kl_windows: int = 4
+    kl_weight: float = 3.0  # KL(p_base || p_model) on text windows (0: off)
+    kl_windows: int = 8
     window: int = 128
     keep_fraction: float = 1.0  # keep only the largest fraction of tau per tensor
     train_embeddings: bool = True  # also train token embeddings and the output head
