@@ -122,11 +122,11 @@ def plot(r: dict[str, Any], path: str | Path) -> bool:
     ax.plot(x, [100 * e["sampled_rate_after"] for e in ms], "s", color="tab:orange", label="stamped: sampled, T=0.7")
     ax.plot(x, [100 * e["fsr_before"] for e in ms], "x", color="tab:blue", label="unstamped: FSR")
     for i, (xi, e) in enumerate(zip(x, ms, strict=True)):
-        dy = 8 if i % 2 == 0 else -16
+        dy = -14 if i % 2 == 0 else 6
         ax.annotate(e["name"], (xi, 100 * e["fsr_after"]), textcoords="offset points", xytext=(5, dy), fontsize=8)
     ax.set_xlabel("drift of the downstream model from the base, ‖θ_down − θ_base‖ / ‖θ_base‖ (%)")
     ax.set_ylabel("fingerprint success rate (%)")
-    ax.set_ylim(-5, 105)
+    ax.set_ylim(-5, 110)
     ax.set_xlim(0, max(x + [7]) * 1.1)
     ax.set_title(
         f"FP-VEC transfer on a {r['base']['parameters'] / 1e6:.1f}M-parameter Llama (α = {r['fingerprint']['alpha']})"
