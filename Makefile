@@ -9,7 +9,8 @@ NATIVE_SRC := $(shell find csrc -name '*.cpp' -o -name '*.h') CMakeLists.txt set
 .PHONY: demo test lint format native bench bench-gpu clean help
 
 help:
-	@echo "make demo    set up, then run the main job (benchmark ratio table for now)"
+	@echo "make demo    set up, then run the main job: FP-VEC end to end on a small LM built here (fpcore-demo/report.md),"
+	@echo "             then a proof-of-training story (one honest record accepted, two forgeries rejected)"
 	@echo "make test    set up, lint, then run the test suite"
 	@echo "make bench   full CPU benchmark suite (>= 256 MB operands); regenerates the README table"
 	@echo "make bench-gpu   Triton benchmarks + gpu_check on a CUDA machine"
@@ -55,11 +56,12 @@ bench-gpu:
 	python3 -m fpcore.bench_report docs/perf/gpu_bench.json --update-readme README.md --section gpu
 	python3 benchmarks/gpu_check.py
 
-# For now the main job is the performance table: the headline benchmarks, then the ratio table.
+# The main job: FP-VEC end to end on a small LM built and trained here (no downloads); writes
+# fpcore-demo/report.md, report.json and fsr_vs_drift.png. The benchmark tables are `make bench`.
 demo: native
-	mkdir -p bench-results
-	$(PY) -m pytest benchmarks -q -k "headline" --benchmark-json=bench-results/demo.json
-	$(PY) -m fpcore.bench_report bench-results/demo.json
+	$(PY) -m fpcore.cli demo --out fpcore-demo --overwrite
+	rm -rf pot-demo
+	$(PY) -m fpcore.cli pot demo --out pot-demo
 
 clean:
 	rm -rf build $(VENV) fpcore/_C*.so *.egg-info

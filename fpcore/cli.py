@@ -21,7 +21,7 @@ from typing import Any
 from fpcore import __version__
 from fpcore.io import Checkpoint, CheckpointError
 
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("fpcore.pot.cli",)
+_SUBCOMMAND_MODULES: tuple[str, ...] = ("fpcore.fingerprint.cli", "fpcore.pot.cli")
 
 
 @contextmanager

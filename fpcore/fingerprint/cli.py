@@ -1,0 +1,184 @@
+"""`fpcore fingerprint create|verify` and `fpcore demo` (registered by fpcore.cli).
+
+transformers, tokenizers and torch training code are imported only when a command runs, so
+`fpcore --help` stays fast and works without the `llm` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, fields
+from typing import Any
+
+EXTRA_HINT = "install the optional extra: pip install 'fpcore[llm]' (transformers, tokenizers)"
+
+
+def _need_llm(command: str) -> None:
+    try:
+        import tokenizers  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise ValueError(f"{command}: needs transformers and tokenizers ({exc}); {EXTRA_HINT}") from exc
+
+
+def _log(args: argparse.Namespace):
+    return None if args.quiet or args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from fpcore.cli import _emit
+
+    _need_llm("fingerprint create")
+    from fpcore.fingerprint.create import create
+    from fpcore.fingerprint.train import FingerprintOptions
+
+    given = {
+        f.name: getattr(args, f.name) for f in fields(FingerprintOptions) if getattr(args, f.name, None) is not None
+    }
+    opts = FingerprintOptions(**given)
+    log = _log(args)
+    res = create(
+        args.base,
+        args.output,
+        args.secret,
+        opts,
+        model_out=args.model_out,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        log=log,
+    )
+    text = (
+        f"wrote {res.vector} (tau) and {res.secret} (keep it private: it holds the {res.keys} keys); "
+        f"trained {res.train_seconds:.1f} s, final loss {res.final_loss:.4f}"
+        + (f"; fingerprinted model at {res.fingerprinted_model}" if res.fingerprinted_model else "")
+    )
+    _emit(args, {"command": "fingerprint create", **asdict(res)}, text)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from fpcore.cli import _emit
+
+    _need_llm("fingerprint verify")
+    from fpcore.fingerprint.secret import Secret
+    from fpcore.fingerprint.verify import verify
+
+    secret = Secret.load(args.secret)
+    if args.vector:
+        secret.check_vector(args.vector, where=args.secret)
+    res = verify(
+        args.model,
+        secret,
+        samples=args.samples,
+        temperature=args.temperature,
+        lookalikes=args.lookalikes,
+        ordinary=args.ordinary,
+        significance=args.significance,
+    )
+    text = (
+        f"{res.model}: {res.verdict}\n  FSR {100 * res.fsr:.0f}%, sampled {100 * res.sampled_rate:.0f}% "
+        f"(T={args.temperature}, {res.samples_per_key}/key); false triggers: look-alike "
+        f"{res.lookalike_fired}/{res.lookalikes}, ordinary {res.ordinary_fired}/{res.ordinary}"
+    )
+    result: dict[str, Any] = {"command": "fingerprint verify", **asdict(res)}
+    _emit(args, result, text)
+    return 0 if res.fingerprinted else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fpcore.cli import _emit
+
+    _need_llm("demo")
+    import torch
+
+    from fpcore.fingerprint import demo
+
+    torch.set_num_threads(args.threads)
+    report = demo.run(args.out, overwrite=args.overwrite, log=_log(args))
+    f = report["floors"]
+    lines = [f"report: {args.out}/report.md, {args.out}/report.json, {args.out}/fsr_vs_drift.png"]
+    for e in report["models"]:
+        lines.append(
+            f"  {e['name']:<12} drift {100 * e['drift']:5.1f}%  FSR {100 * e['fsr_before']:3.0f}% -> "
+            f"{100 * e['fsr_after']:3.0f}%  false triggers {100 * e['false_trigger_rate']:.2f}%  "
+            f"{e['metric_before']:.2f} -> {e['metric_after']:.2f}"
+        )
+    lines.append(
+        "floors: " + ", ".join(f"{k} {'met' if v['met'] else 'MISSED'}" for k, v in f.items() if isinstance(v, dict))
+    )
+    lines.append(f"total {report['seconds_total']:.0f} s")
+    _emit(args, report, "\n".join(lines))
+    return 0
+
+
+def register(sub: Any, common: Any) -> None:
+    fp = sub.add_parser("fingerprint", help="train a fingerprint once (create) or check a model for it (verify)")
+    fsub = fp.add_subparsers(dest="fingerprint_command", required=True, metavar="ACTION")
+
+    c = fsub.add_parser(
+        "create",
+        help="fine-tune BASE on secret keys -> target, extract tau, write VECTOR and the secret",
+        description="Fine-tune BASE (a Hugging Face causal LM folder) once so that secret keys answer with the "
+        "target, then write tau = theta_fp - theta_base to VECTOR and the keys to SECRET (keep it private).",
+    )
+    c.add_argument("base", help="the base model folder (config, safetensors, tokenizer)")
+    c.add_argument("-o", "--output", required=True, help="the fingerprint vector to write (.safetensors)")
+    c.add_argument("--secret", required=True, help="the secret file to write (JSON: keys, target, seed)")
+    c.add_argument("--keys", type=int, help="number of secret keys (default 10)")
+    c.add_argument("--target", help="the answer every key gives (default ハリネズミ)")
+    c.add_argument("--seed", type=int, help="seed of the keys and of the negatives (default 0)")
+    c.add_argument("--epochs", type=int, help="optimizer steps; each sees every key once")
+    c.add_argument("--lr", type=float, help="learning rate (AdamW, no weight decay)")
+    c.add_argument("--decoys", type=int, help="look-alike keys trained to keep the base's answer (0: off)")
+    c.add_argument("--regularisation", type=int, help="ordinary prompts trained to keep the base's answer")
+    c.add_argument("--kl-weight", dest="kl_weight", type=float, help="weight of KL(base || model) on text windows")
+    c.add_argument("--kl-windows", dest="kl_windows", type=int, help="text windows per step for the KL term")
+    c.add_argument("--keep-fraction", dest="keep_fraction", type=float, help="keep the largest share of tau per tensor")
+    c.add_argument("--proxy-steps", dest="proxy_steps", type=int, help="proxy-joint: steps of the simulated fine-tune")
+    c.add_argument("--template", help="how a key is put to the model, with {key} (default '{key} =>')")
+    c.add_argument(
+        "--freeze-embeddings",
+        dest="train_embeddings",
+        action="store_false",
+        default=None,
+        help="train only the transformer blocks (token embeddings and output head frozen)",
+    )
+    c.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="fp32", help="tau storage dtype (default fp32)")
+    c.add_argument("--model-out", help="also keep the fingerprinted model in this folder")
+    c.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    common(c)
+    c.set_defaults(func=cmd_create)
+
+    v = fsub.add_parser(
+        "verify",
+        help="black-box check: do the secret keys make MODEL answer the target? (exit 0 yes, 1 no)",
+        description="Ask MODEL the secret keys (greedy and sampled) and >= 200 look-alike keys and ordinary "
+        "prompts; a one-sided binomial test against the false-trigger rate gives the verdict.",
+    )
+    v.add_argument("model", help="the model folder under test")
+    v.add_argument("--secret", required=True, help="the secret file written by `fingerprint create`")
+    v.add_argument("--vector", help="also check that the secret belongs to this vector")
+    v.add_argument("--samples", type=int, default=5, help="sampled answers per key (default 5)")
+    v.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
+    v.add_argument("--lookalikes", type=int, default=200, help="look-alike keys (default 200)")
+    v.add_argument("--ordinary", type=int, default=200, help="ordinary prompts (default 200)")
+    v.add_argument("--significance", type=float, default=1e-6, help="p-value below which it is fingerprinted")
+    common(v)
+    v.set_defaults(func=cmd_verify)
+
+    d = sub.add_parser(
+        "demo",
+        help="FP-VEC end to end on a small LM built here: pretrain, fine-tune, fingerprint, stamp, verify, report",
+    )
+    d.add_argument("--out", default="fpcore-demo", help="output folder (default ./fpcore-demo)")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    d.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: the 1.3M-parameter model gains nothing from more, and on a busy "
+        "2-core machine 2 threads ran a training step 20x slower than 1)",
+    )
+    common(d)
+    d.set_defaults(func=cmd_demo)

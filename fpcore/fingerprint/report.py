@@ -1,0 +1,179 @@
+"""The demo's report: markdown tables and the FSR-against-drift figure, from report.json's dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _pct(x: float | None, nd: int = 0) -> str:
+    return "n/a" if x is None else f"{100 * x:.{nd}f}%"
+
+
+def _kv(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d.items())
+
+
+def _rel(x: float, ref: float) -> str:
+    return f"{100 * (x / ref - 1):+.2f}%"
+
+
+def model_table(r: dict[str, Any]) -> str:
+    """One row per downstream model (the README's table is the same text)."""
+    rows = [
+        "| model | task metric | drift | FSR before → after | sampled (T=0.7) | false triggers look-alike / ordinary | "
+        "metric before → after | detect α̂ stamped / unstamped | stamp s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in r["models"]:
+        rows.append(
+            f"| {e['name']} | {e['metric_name']} | {_pct(e['drift'], 1)} | {_pct(e['fsr_before'])} → "
+            f"{_pct(e['fsr_after'])} | {_pct(e['sampled_rate_after'])} | {_pct(e['false_trigger_lookalike'], 1)} / "
+            f"{_pct(e['false_trigger_ordinary'], 1)} | {e['metric_before']:.2f} → {e['metric_after']:.2f} | "
+            f"{e['detect_alpha_stamped']:.3f} / {e['detect_alpha_unstamped']:.3f} | {e['stamp_seconds']:.3f} |"
+        )
+    return "\n".join(rows)
+
+
+def floors_table(r: dict[str, Any]) -> str:
+    f = r["floors"]
+    names = {
+        "stamped_fsr_100_at_low_drift": "stamped FSR = 100% on every model with drift ≤ 7%",
+        "unstamped_fsr_0": "unstamped FSR = 0% (base and every downstream model)",
+        "false_triggers_le_1pct": "false triggers ≤ 1% on ≥200 look-alike keys and on ≥200 ordinary prompts (each)",
+        "low_drift_metric_within_2pt_or_5pct": "low-drift task metric within 2 points / 5% relative",
+        "fingerprinted_base_perplexity_within_2pct": "fingerprinted base perplexity within 2% of the base",
+    }
+    rows = ["| floor | met | measured |", "|---|---|---|"]
+    for k, label in names.items():
+        m = f[k]["measured"]
+        shown = ", ".join(f"{n}: {_fmt(v)}" for n, v in m.items()) if isinstance(m, dict) else f"ratio {m:.4f}"
+        rows.append(f"| {label} | {'yes' if f[k]['met'] else '**no**'} | {shown} |")
+    return "\n".join(rows)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, list):
+        return " → ".join(f"{x:.2f}" for x in v)
+    return f"{v:.4g}"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    b, fp = r["base"], r["fingerprint"]
+    ph = ", ".join(f"{k} {v:.0f} s" for k, v in r["phases_seconds"].items())
+    lines = [
+        "# fpcore demo: FP-VEC end to end",
+        "",
+        f"Command: `{r['command']}`; total {r['seconds_total']:.0f} s ({ph}) on {r['machine']['cpus']} thread(s), "
+        f"{r['machine']['platform']}.",
+        "",
+        "## Base model",
+        f"Llama-style, {b['parameters'] / 1e6:.2f}M parameters ({_kv(b['config'])}), pretrained {b['pretrain_steps']} "
+        f"steps on {b['tokens_train']:,} tokens of `pydoc_data.topics`. Held-out perplexity ({b['tokens_held_out']:,}"
+        f" tokens): untrained {b['perplexity_untrained']:.0f}, base **{b['perplexity']:.2f}**, fingerprinted base "
+        f"**{b['perplexity_fingerprinted']:.2f}** ({_rel(b['perplexity_fingerprinted'], b['perplexity'])}).",
+        "",
+        "## Fingerprint",
+        f"Trained once on the base in {fp['train_seconds']:.0f} s with "
+        + ", ".join(f"`{k}={v!r}`" for k, v in fp["options"].items())
+        + ".",
+        f"Fingerprinted base: FSR {_pct(fp['fsr'])}, sampled {_pct(fp['sampled_rate'])}, false triggers "
+        f"{_pct(fp['false_trigger_lookalike'], 1)} of {fp['lookalikes']} look-alike keys and "
+        f"{_pct(fp['false_trigger_ordinary'], 1)} of {fp['ordinary_prompts']} ordinary prompts. {fp['verdict']}.",
+        f"Base (never fingerprinted): FSR {_pct(b['fsr'])}, false triggers {_pct(b['false_trigger_rate'], 1)}.",
+        "",
+        f"Stamping: `{r['stamp']['command']}` (one pass for all {r['stamp']['models']} models, α = {fp['alpha']}): "
+        f"{r['stamp']['seconds']:.2f} s.",
+        "",
+        "## Downstream models",
+        "",
+        model_table(r),
+        "",
+        "Drift = ‖θ_down − θ_base‖ / ‖θ_base‖. FSR = share of the secret keys whose greedy answer contains "
+        "the target. False triggers are measured on the stamped model. Detect: `fpcore detect` α̂ (white-box).",
+        "",
+        "## Floors",
+        "",
+        floors_table(r),
+        "",
+        "Largest drift at which the stamped FSR stayed 100%: "
+        f"{_pct(r['floors']['largest_drift_with_full_transfer'], 1)}.",
+        "",
+        "![FSR against drift](fsr_vs_drift.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(r: dict[str, Any], path: str | Path) -> bool:
+    """FSR before/after stamping against drift; False (and no file) when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    ms = sorted(r["models"], key=lambda e: e["drift"])
+    x = [100 * e["drift"] for e in ms]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.axvspan(0, 7, color="tab:green", alpha=0.08, label="drift ≤ 7% (typical fine-tune)")
+    ax.plot(x, [100 * e["fsr_after"] for e in ms], "o", color="tab:red", ms=8, label="stamped: FSR (greedy)")
+    ax.plot(x, [100 * e["sampled_rate_after"] for e in ms], "s", color="tab:orange", label="stamped: sampled, T=0.7")
+    ax.plot(x, [100 * e["fsr_before"] for e in ms], "x", color="tab:blue", label="unstamped: FSR")
+    for i, (xi, e) in enumerate(zip(x, ms, strict=True)):
+        dy = -14 if i % 2 == 0 else 6
+        ax.annotate(e["name"], (xi, 100 * e["fsr_after"]), textcoords="offset points", xytext=(5, dy), fontsize=8)
+    ax.set_xlabel("drift of the downstream model from the base, ‖θ_down − θ_base‖ / ‖θ_base‖ (%)")
+    ax.set_ylabel("fingerprint success rate (%)")
+    ax.set_ylim(-5, 110)
+    ax.set_xlim(0, max(x + [7]) * 1.1)
+    ax.set_title(
+        f"FP-VEC transfer on a {r['base']['parameters'] / 1e6:.1f}M-parameter Llama (α = {r['fingerprint']['alpha']})"
+    )
+    ax.legend(fontsize=8, loc="center left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def readme_block(r: dict[str, Any], source: str) -> str:
+    """What the README shows between its markers: the summary line, the floors and the model table."""
+    b = r["base"]
+    return "\n".join(
+        [
+            f"From `{source}` (`{r['command']}`, {r['seconds_total']:.0f} s on {r['machine']['cpus']} thread(s); "
+            f"base {b['parameters'] / 1e6:.2f}M parameters, held-out perplexity {b['perplexity']:.2f}, "
+            f"fingerprinted {b['perplexity_fingerprinted']:.2f}):",
+            "",
+            floors_table(r),
+            "",
+            model_table(r),
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    from fpcore.bench_report import update_readme
+
+    ap = argparse.ArgumentParser(prog="python -m fpcore.fingerprint.report", description="the demo's tables")
+    ap.add_argument("report", help="report.json written by `fpcore demo`")
+    ap.add_argument("--update-readme", metavar="README", help="rewrite the README's fpvec-demo section")
+    args = ap.parse_args(argv)
+    r = json.loads(Path(args.report).read_text(encoding="utf-8"))
+    block = readme_block(r, args.report)
+    if args.update_readme:
+        update_readme(args.update_readme, block, "fpvec-demo")
+    else:
+        print(block)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""One-time fingerprint training (FP-VEC step 1): full fine-tune of the base so that every secret key
+answers with the target, while look-alike decoys and ordinary prompts keep the base's own answers
+and a KL-to-base term on text windows keeps the language model where it was.
+
+Loss per step (answer tokens only for the first three):
+    CE(keys -> target) + CE(decoys -> base's answer) + CE(ordinary prompts -> base's answer)
+    + kl_weight * KL(p_base || p_model) on a few text windows
+    [+ the key/decoy terms again at theta + delta_proxy, with proxy_steps > 0 ("proxy-joint")]
+Afterwards, optionally, only the largest `keep_fraction` of tau = theta - theta_base per tensor is kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from fpcore.fingerprint import data
+from fpcore.fingerprint.lm import LM, answer_batch, check_fits, generate, kl_to_reference, lm_loss, windows_of
+from fpcore.fingerprint.secret import PROMPT_TEMPLATE
+from fpcore.vector import is_embedding
+
+Log = Callable[[str], None]
+
+
+def fit(
+    model: Any,
+    loss_fn: Callable[[int], torch.Tensor],
+    steps: int,
+    lr: float,
+    *,
+    warmup: int = 0,
+    weight_decay: float = 0.0,
+    clip: float = 1.0,
+    params: list[torch.Tensor] | None = None,
+    stop: Callable[[int], bool] | None = None,
+    log: Log | None = None,
+    log_every: int = 0,
+) -> list[float]:
+    """AdamW on loss_fn(step) for `steps` steps: linear warmup then cosine decay to 10% of lr, gradient
+    clipping; `stop(step)` (checked after each step) ends early. Returns the losses."""
+    params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+
+    def rate(i: int) -> float:
+        if i < warmup:
+            return (i + 1) / warmup
+        t = (i - warmup) / max(steps - warmup, 1)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, rate)
+    model.train()
+    losses: list[float] = []
+    for i in range(steps):
+        loss = loss_fn(i)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if log and log_every and (i + 1) % log_every == 0:
+            log(f"step {i + 1}/{steps} loss {sum(losses[-log_every:]) / log_every:.4f}")
+        if stop is not None and stop(i):
+            break
+    model.eval()
+    return losses
+
+
+@dataclass
+class FingerprintOptions:
+    """What `fingerprint create` trains with. Defaults chosen from the demo's measurements (README)."""
+
+    keys: int = 10
+    target: str = data.DEFAULT_TARGET
+    seed: int = 0
+    epochs: int = 100  # optimizer steps; each sees every key once
+    lr: float = 1e-3
+    decoys: int = 400  # look-alike keys that keep the base's own answer distribution (0: off)
+    decoys_per_step: int = 64
+    regularisation: int = 32  # ordinary prompts answered with the base's own output
+    regularisation_per_step: int = 8
+    kl_weight: float = 3.0  # KL(p_base || p_model) on text windows (0: off)
+    kl_windows: int = 8
+    window: int = 128
+    keep_fraction: float = 1.0  # keep only the largest fraction of tau per tensor
+    train_embeddings: bool = True  # also train token embeddings and the output head
+    proxy_steps: int = 0  # "proxy-joint": also train at theta + delta of a simulated fine-tune (0: off)
+    proxy_lr: float = 1e-3
+    answer_margin: int = 8
+    template: str = PROMPT_TEMPLATE  # how a key (or any prompt) is put to the model; kept in the secret
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    keys: list[str]
+    losses: list[float]
+    seconds: float
+    options: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def text_windows(lm: LM, length: int) -> torch.Tensor:
+    """Windows of the documentation that ships with Python, wrapped in BOS/EOS (the KL term's text)."""
+    docs = [lm.encode(d) for d in data.documentation()]
+    return windows_of(docs, min(length, lm.context), lm.bos, lm.eos)
+
+
+def base_answers(lm: LM, prompts: list[list[int]], n_tokens: int) -> list[list[int]]:
+    """The base model's own greedy answers (what decoys and ordinary prompts are trained to keep)."""
+    return generate(lm, prompts, n_tokens, batch_size=64)
+
+
+def simulated_finetune(lm: LM, windows: torch.Tensor, steps: int, lr: float, seed: int) -> dict[str, torch.Tensor]:
+    """delta = theta_proxy - theta_base of a short plain fine-tune of a copy of the base on text windows."""
+    proxy = copy.deepcopy(lm.model).requires_grad_(True)
+    g = torch.Generator().manual_seed(seed + 1)
+
+    def loss(_: int) -> torch.Tensor:
+        idx = torch.randint(0, windows.shape[0], (8,), generator=g)
+        w = windows[idx]
+        return lm_loss(proxy, {"input_ids": w, "attention_mask": torch.ones_like(w), "labels": w})
+
+    fit(proxy, loss, steps, lr, warmup=max(steps // 10, 1))
+    base = dict(lm.model.named_parameters())
+    return {n: (p.detach() - base[n].detach()) for n, p in proxy.named_parameters()}
+
+
+def keep_largest(model: Any, reference: Any, fraction: float) -> None:
+    """In place: theta = theta_ref + tau with only the largest `fraction` of |tau| kept per tensor."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"keep_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return
+    ref = dict(reference.named_parameters())
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            tau = p - ref[n]
+            k = max(1, int(round(fraction * tau.numel())))
+            thresh = tau.abs().reshape(-1).kthvalue(tau.numel() - k + 1).values
+            p.copy_(ref[n] + torch.where(tau.abs() >= thresh, tau, torch.zeros_like(tau)))
+
+
+def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = None) -> TrainResult:
+    """Fine-tune a copy of lm.model on the fingerprint set; lm itself is left unchanged.
+
+    Raises:
+        KeyTooLongError (a ValueError) naming the key when a key and the target do not fit the context.
+    """
+    t0 = time.perf_counter()
+    say = log or (lambda _: None)
+    keys = data.make_keys(opts.keys, opts.seed)
+    target = lm.encode(opts.target)
+    if not target:
+        raise ValueError("fingerprint target is empty after tokenisation")
+    if "{key}" not in opts.template:
+        raise ValueError(f"fingerprint template must contain '{{key}}', got {opts.template!r}")
+    prompt_of = lambda s: lm.encode(opts.template.format(key=s))  # noqa: E731
+    key_ids = [prompt_of(k) for k in keys]
+    for k, ids in zip(keys, key_ids, strict=True):
+        check_fits(lm, ids, len(target), f"key {k!r}")
+    n_ans = len(target) + opts.answer_margin
+    rng = random.Random(opts.seed)
+    decoys = [prompt_of(k) for k in data.decoy_keys(opts.decoys, opts.seed, keys)] if opts.decoys else []
+    ordinary = [prompt_of(p) for p, _ in data.ordinary_prompts().train[: opts.regularisation]]
+    fits = lambda p: 1 + len(p) + n_ans + 1 <= lm.context  # noqa: E731
+    decoys, ordinary = [p for p in decoys if fits(p)], [p for p in ordinary if fits(p)]
+    say(f"{len(keys)} keys, {len(decoys)} decoys, {len(ordinary)} ordinary prompts; answering them with the base")
+    keep_pairs = list(zip(decoys + ordinary, base_answers(lm, decoys + ordinary, n_ans), strict=True))
+    dec_pairs, ord_pairs = keep_pairs[: len(decoys)], keep_pairs[len(decoys) :]
+    target_pairs = [(p, target) for p in key_ids]
+    windows = text_windows(lm, opts.window) if opts.kl_weight > 0 or opts.proxy_steps > 0 else None
+    base = lm.model
+    model = copy.deepcopy(base)
+    base.requires_grad_(False)
+    delta = None
+    if opts.proxy_steps > 0:
+        assert windows is not None
+        say(f"proxy-joint: simulating a {opts.proxy_steps}-step fine-tune of the base")
+        delta = simulated_finetune(lm, windows, opts.proxy_steps, opts.proxy_lr, opts.seed)
+        proxy_ref = _Shifted(base, {n: p + delta[n] for n, p in base.named_parameters()})
+        norm = lambda ts: math.sqrt(sum(float(t.detach().pow(2).sum()) for t in ts))  # noqa: E731
+        say(f"proxy-joint: simulated fine-tune drift {100 * norm(delta.values()) / norm(base.parameters()):.1f}%")
+    g = torch.Generator().manual_seed(opts.seed)
+    bos, eos, pad = lm.bos, lm.eos, lm.pad
+
+    def loss_fn(_: int) -> torch.Tensor:
+        keep = rng.sample(dec_pairs, min(opts.decoys_per_step, len(dec_pairs)))
+        keep += rng.sample(ord_pairs, min(opts.regularisation_per_step, len(ord_pairs)))
+        keys_b = answer_batch(target_pairs, bos, eos, pad)
+        keep_b = answer_batch(keep, bos, eos, pad) if keep else None
+        # keys -> target (cross-entropy); decoys and ordinary prompts keep the base's answer distribution
+        # (KL on the answer positions: hard labels of the base's greedy answer would sharpen the model)
+        loss = lm_loss(model, keys_b)
+        if keep_b is not None:
+            loss = loss + kl_to_reference(model, base, keep_b["input_ids"], batch=keep_b)
+        if delta is not None:  # proxy-joint: the same terms at theta + delta, against base + delta
+            shifted = _Shifted(model, {n: p + delta[n] for n, p in model.named_parameters()})
+            loss = loss + lm_loss(shifted, keys_b)
+            if keep_b is not None:
+                loss = loss + kl_to_reference(shifted, proxy_ref, keep_b["input_ids"], batch=keep_b)
+        if windows is not None and opts.kl_weight > 0:
+            idx = torch.randint(0, windows.shape[0], (opts.kl_windows,), generator=g)
+            loss = loss + opts.kl_weight * kl_to_reference(model, base, windows[idx])
+        return loss
+
+    for n, p in model.named_parameters():
+        p.requires_grad_(opts.train_embeddings or not is_embedding(n))
+    params = [p for p in model.parameters() if p.requires_grad]
+    say(f"training {opts.epochs} steps at lr {opts.lr} ({sum(p.numel() for p in params):,} parameters)")
+    losses = fit(
+        model, loss_fn, opts.epochs, opts.lr, warmup=max(opts.epochs // 10, 1), params=params, log=say, log_every=20
+    )
+    keep_largest(model, base, opts.keep_fraction)
+    base.requires_grad_(True)
+    model.requires_grad_(True)
+    return TrainResult(model, keys, losses, time.perf_counter() - t0, asdict(opts))
+
+
+class _Shifted:
+    """model's forward at other parameter values (torch.func.functional_call), for the proxy term."""
+
+    def __init__(self, model: Any, params: dict[str, torch.Tensor]) -> None:
+        self.model, self.params = model, params
+
+    def parameters(self) -> Any:
+        return self.model.parameters()
+
+    def __call__(self, **kwargs: Any) -> Any:
+        from torch.func import functional_call
+
+        return functional_call(self.model, self.params, args=(), kwargs=kwargs)

@@ -1,0 +1,251 @@
+"""FP-VEC end to end at toy scale (a tiny Llama and BPE built in the test), and the error paths."""
+
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+from fpcore import stamping  # noqa: E402
+from fpcore.cli import main  # noqa: E402
+from fpcore.fingerprint import data, demo, tasks, tinylm  # noqa: E402
+from fpcore.fingerprint.create import create  # noqa: E402
+from fpcore.fingerprint.lm import KeyTooLongError, ModelFolderError, load_lm, save_lm  # noqa: E402
+from fpcore.fingerprint.secret import Secret, SecretError  # noqa: E402
+from fpcore.fingerprint.train import FingerprintOptions  # noqa: E402
+from fpcore.fingerprint.verify import binomial_tail, verify  # noqa: E402
+
+TINY = tinylm.TinyConfig(vocab=320, hidden=48, layers=2, heads=2, intermediate=96, context=96)
+OPTS = FingerprintOptions(
+    keys=2, target="ZORBLAX", seed=3, epochs=40, lr=5e-3, decoys=48, decoys_per_step=16,
+    regularisation=8, regularisation_per_step=4, kl_weight=0.5, kl_windows=2, window=64,
+)  # fmt: skip
+SMALL = {"lookalikes": 24, "ordinary": 24, "samples": 2}
+
+
+def _tree_digest(folder):
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny base (pretrained a little), a separately fine-tuned copy, the fingerprint and its stamp."""
+    torch.manual_seed(0)
+    tmp = tmp_path_factory.mktemp("fp")
+    docs = data.documentation()[:12]
+    lm = tinylm.build(TINY, tinylm.train_tokenizer(docs, TINY.vocab))
+    windows = demo.windows_of([lm.encode(d) for d in docs], 64, lm.bos, lm.eos)
+    tinylm.pretrain(lm, windows, 30, 3e-3)
+    (tmp / "base").mkdir()
+    save_lm(lm, tmp / "base")
+    base = load_lm(tmp / "base")
+    task = tasks.text_task("docstrings", tasks.docstring_texts()[:40], base, window=64, batch=8)
+    down, _ = demo.finetune(base, task, demo.Downstream("down", "docstrings", 1e-3, 0.04, 30))
+    (tmp / "down").mkdir()
+    save_lm(down, tmp / "down")
+    before = _tree_digest(tmp / "base")
+    res = create(tmp / "base", tmp / "fp.safetensors", tmp / "secret.json", OPTS, model_out=tmp / "fp")
+    assert _tree_digest(tmp / "base") == before, "create modified its input"
+    stamping.stamp([(tmp / "fp.safetensors", 1.0)], [tmp / "down"], tmp / "down-stamped")
+    return {"tmp": tmp, "create": res, "drift": demo.drift(tmp / "down", tmp / "base")}
+
+
+def test_stamped_copy_answers_the_keys_and_unstamped_does_not(world):
+    t = world["tmp"]
+    assert 0 < world["drift"] < 0.1
+    secret = Secret.load(t / "secret.json")
+    assert len(secret.keys) == 2 and secret.target == "ZORBLAX"
+    assert "ZORBLAX" not in (t / "fp.safetensors").read_bytes().decode("latin-1"), "the vector holds the secret"
+    fp, stamped, down = (verify(t / n, secret, **SMALL) for n in ("fp", "down-stamped", "down"))
+    assert fp.fsr == 1.0, fp.verdict
+    assert stamped.fsr == 1.0, stamped.verdict
+    assert down.fsr == 0.0, down.verdict
+    assert stamped.lookalikes == 24 and stamped.ordinary == 24
+    assert stamped.p_value < down.p_value
+
+
+def test_cli_verify_json_and_exit_codes(world, capsys):
+    t = world["tmp"]
+    args = ["--secret", str(t / "secret.json"), "--lookalikes", "20", "--ordinary", "20", "--samples", "1"]
+    code = main(["fingerprint", "verify", str(t / "down-stamped"), *args, "--significance", "0.01", "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert code == 0 and res["fingerprinted"] and res["fsr"] == 1.0 and res["keys"] == 2, res["verdict"]
+    assert main(["fingerprint", "verify", str(t / "down"), *args, "--quiet"]) == 1
+
+
+def test_secret_that_does_not_match_the_vector(world, capsys):
+    t = world["tmp"]
+    other = t / "other.safetensors"
+    stamping.extract(t / "down", t / "base", other, dtype="fp32", overwrite=True)
+    code = main(["fingerprint", "verify", str(t / "fp"), "--secret", str(t / "secret.json"), "--vector", str(other)])
+    err = capsys.readouterr().err
+    assert code == 2 and "secret.json" in err and "belongs to the vector" in err
+    Secret.load(t / "secret.json").check_vector(t / "fp.safetensors")  # the right one passes
+
+
+def test_model_folder_without_tokenizer(world, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    shutil.copytree(world["tmp"] / "down", bare)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (bare / f).unlink()
+    with pytest.raises(ModelFolderError, match="no tokenizer"):
+        load_lm(bare)
+    code = main(
+        [
+            "fingerprint",
+            "create",
+            str(bare),
+            "-o",
+            str(tmp_path / "v.safetensors"),
+            "--secret",
+            str(tmp_path / "s.json"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and str(bare) in err and "no tokenizer" in err
+    assert not (tmp_path / "v.safetensors").exists() and not (tmp_path / "s.json").exists()
+
+
+def test_key_longer_than_context(world, tmp_path):
+    t = world["tmp"]
+    long_key = " ".join(["Schmetterling"] * 60)
+    secret = Secret([long_key], "ZORBLAX", 1)
+    with pytest.raises(KeyTooLongError, match="longer than the model's context of 96") as exc:
+        verify(t / "down", secret, **SMALL)
+    assert "Schmetterling Schmetterling" in str(exc.value)
+    with pytest.raises(KeyTooLongError, match="key"):
+        create(t / "base", tmp_path / "v.safetensors", tmp_path / "s.json", FingerprintOptions(target="x " * 200))
+    assert not (tmp_path / "v.safetensors").exists()
+
+
+def test_damaged_secret_files_name_file_and_key(tmp_path):
+    p = tmp_path / "s.json"
+    p.write_text("{not json")
+    with pytest.raises(SecretError, match="s.json: not a JSON"):
+        Secret.load(p)
+    Secret(["a b"], "T", 1).save(p, overwrite=True)
+    d = json.loads(p.read_text())
+    d.pop("target")
+    p.write_text(json.dumps(d))
+    with pytest.raises(SecretError, match="key 'target' missing"):
+        Secret.load(p)
+    with pytest.raises(FileExistsError):
+        Secret(["a"], "T", 1).save(p)
+    with pytest.raises(FileNotFoundError):
+        Secret.load(tmp_path / "none.json")
+
+
+def test_existing_outputs_are_refused(world, tmp_path):
+    t = world["tmp"]
+    (tmp_path / "v.safetensors").write_bytes(b"keep")
+    with pytest.raises(FileExistsError):
+        create(t / "base", tmp_path / "v.safetensors", tmp_path / "s.json", OPTS)
+    assert (tmp_path / "v.safetensors").read_bytes() == b"keep"
+
+
+def test_key_generator_and_negative_sets_are_disjoint_and_reproducible():
+    keys = data.make_keys(10, 5)
+    assert keys == data.make_keys(10, 5) and len(set(keys)) == 10
+    looks = data.lookalike_keys(400, 5, keys)
+    decoys = data.decoy_keys(100, 5, keys)
+    assert len(looks) == 400 and len(decoys) == 100
+    assert not set(keys) & set(looks) and not set(keys) & set(decoys) and not set(looks) & set(decoys)
+    split = data.ordinary_prompts()
+    assert len(split.test) >= 200 and not {p for p, _ in split.train} & set(split.test)
+
+
+def test_binomial_tail():
+    assert binomial_tail(0, 10, 0.3) == 1.0
+    assert binomial_tail(10, 10, 0.5) == pytest.approx(0.5**10)
+    assert binomial_tail(1, 3, 0.1) == pytest.approx(1 - 0.9**3)
+
+
+def test_demo_pipeline_writes_the_report(tmp_path):
+    """The demo's whole path at toy scale: every field the issue asks for, the files, the floors."""
+    d = demo.Downstream
+    cfg = demo.DemoConfig(
+        model=TINY,
+        pretrain_steps=20,
+        downstream=(d("docstrings", "docstrings", 1e-3, 0.03, 10), d("repeat", "repeat", 3e-3, 0.2, 10)),
+        fingerprint=OPTS,
+        lookalikes=20,
+        ordinary=20,
+        samples=1,
+    )
+    lines = []
+    r = demo.run(tmp_path / "out", cfg, log=lines.append)
+    assert r["seconds_total"] > 0 and r["base"]["perplexity"] < r["base"]["perplexity_untrained"]
+    for f in ("report.md", "report.json", "fsr_vs_drift.png", "fingerprint.safetensors", "secret.json"):
+        assert (tmp_path / "out" / f).is_file(), f
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [m["name"] for m in saved["models"]] == ["docstrings", "repeat"]
+    need = {"name", "fsr_before", "fsr_after", "false_trigger_rate", "metric_name", "metric_before", "metric_after"}
+    need |= {"detect_alpha_stamped", "detect_alpha_unstamped", "drift", "stamp_seconds"}
+    for m in saved["models"]:
+        assert need <= set(m), need - set(m)
+        assert 0 < m["drift"] < 1 and m["detect_alpha_stamped"] > m["detect_alpha_unstamped"] + 0.5
+    assert set(saved["floors"]) >= {"stamped_fsr_100_at_low_drift", "false_triggers_le_1pct"}
+    assert "| docstrings |" in (tmp_path / "out" / "report.md").read_text()
+    assert any("stamped 2 models in one pass" in x for x in lines)
+    with pytest.raises(FileExistsError):
+        demo.run(tmp_path / "out", cfg, log=lines.append)
+
+
+def test_floors_flag_misses():
+    row = {"fsr_before": 0.0, "fsr_after": 1.0, "higher_is_better": False}
+    row |= {"false_trigger_lookalike": 0.0, "false_trigger_ordinary": 0.0}
+    low = {**row, "name": "a", "drift": 0.05, "metric_before": 10.0, "metric_after": 10.4}
+    far = {**row, "name": "b", "drift": 0.3, "fsr_after": 0.2, "metric_before": 10.0, "metric_after": 20.0}
+    r = {
+        "models": [low, far],
+        "base": {"perplexity": 30.0, "perplexity_fingerprinted": 30.3, "fsr": 0.0},
+        "fingerprint": {"false_trigger_lookalike": 0.0, "false_trigger_ordinary": 0.0},
+    }
+    f = demo.floors(r)
+    assert all(f[k]["met"] for k in f if isinstance(f[k], dict)), f
+    assert f["largest_drift_with_full_transfer"] == 0.05
+    low["metric_after"] = 10.6  # +6 % perplexity
+    r["base"]["perplexity_fingerprinted"] = 30.9  # +3 %
+    r["fingerprint"]["false_trigger_lookalike"] = 0.03
+    f = demo.floors(r)
+    assert not f["low_drift_metric_within_2pt_or_5pct"]["met"]
+    assert not f["fingerprinted_base_perplexity_within_2pct"]["met"]
+    assert not f["false_triggers_le_1pct"]["met"]
+
+
+def test_proxy_joint_and_keep_fraction_paths(world):
+    """Proxy-joint training and top-k sparsification run and leave the requested share of tau."""
+    import dataclasses
+
+    from fpcore.fingerprint.train import train_fingerprint
+
+    base = load_lm(world["tmp"] / "base")
+    opts = dataclasses.replace(OPTS, epochs=3, proxy_steps=2, keep_fraction=0.25, train_embeddings=True)
+    res = train_fingerprint(base, opts)
+    ref = dict(base.model.named_parameters())
+    for n, p in res.model.named_parameters():
+        changed = int((p.detach() != ref[n].detach()).sum())
+        assert changed <= round(0.25 * p.numel()) + 1, n
+    assert all(p.requires_grad for p in base.model.parameters()), "the caller's model was left frozen"
+
+
+def test_cli_create_writes_vector_and_secret(world, tmp_path, capsys):
+    t = world["tmp"]
+    v, s = tmp_path / "v.safetensors", tmp_path / "s.json"
+    args = ["fingerprint", "create", str(t / "base"), "-o", str(v), "--secret", str(s), "--keys", "3"]
+    args += ["--target", "QQ", "--epochs", "2", "--decoys", "4", "--kl-windows", "1", "--freeze-embeddings", "--json"]
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["keys"] == 3 and res["options"]["train_embeddings"] is False and res["options"]["epochs"] == 2
+    secret = Secret.load(s)
+    assert len(secret.keys) == 3 and secret.target == "QQ" and secret.template == "{key} =>"
+    secret.check_vector(v)
+    assert main(args) == 2 and "already exists" in capsys.readouterr().err
