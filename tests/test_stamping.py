@@ -348,3 +348,23 @@ def test_single_file_model_in_place_and_to_output(family):
     stamping.stamp([(vec, 0.5)], [single], None, in_place=True)
     assert single.read_bytes() == (family["tmp"] / "one_out.safetensors").read_bytes()
     assert not list(family["tmp"].glob(".fpcore-tmp-*"))
+
+
+def test_extract_zero_delta_across_dtypes_and_signed_zero(tmp_path):
+    """A tensor whose fp32 delta is zero everywhere is skipped, whatever the storage dtypes: the same
+    values upcast to fp32 in TUNED, and -0.0 against +0.0. One changed element keeps it."""
+    base = base_tensors()
+    tuned = perturbed(base, 1, 0.05)
+    tuned["model.layers.0.q.weight"] = base["model.layers.0.q.weight"].float()  # same values, fp32
+    norm = base["model.norm.weight"].clone()
+    norm[0] = 0.0
+    base["model.norm.weight"] = norm
+    tuned["model.norm.weight"] = norm.clone()
+    tuned["model.norm.weight"][0] = -0.0
+    b, t = make_model(tmp_path / "b", base), make_model(tmp_path / "t", tuned)
+    res = stamping.extract(t, b, tmp_path / "v.safetensors")
+    assert res.skipped["model.layers.0.q.weight"] == "all-zero delta"
+    assert res.skipped["model.norm.weight"] == "all-zero delta"
+    tuned["model.layers.0.q.weight"][3, 4] += 0.25
+    t2 = make_model(tmp_path / "t2", tuned)
+    assert "model.layers.0.q.weight" not in stamping.extract(t2, b, tmp_path / "v2.safetensors").skipped
