@@ -41,11 +41,26 @@ def _rows(target_shape: tuple[int, ...], tau_shape: tuple[int, ...]) -> int | No
     return None if tuple(target_shape) == tuple(tau_shape) else tau_shape[0]
 
 
-def _read_tau(vec: FingerprintVector, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
-    tau = vec.ckpt.read(name, out)
+def _finite_tau(vec: FingerprintVector, name: str, tau: torch.Tensor) -> torch.Tensor:
     if not ops.all_finite(tau):
         raise CheckpointError(f"{vec.path}: tensor {name!r} has non-finite values")
     return tau
+
+
+def _stamped(ck: Checkpoint, vec: FingerprintVector, name: str, alpha: float) -> torch.Tensor:
+    """theta + alpha * tau for tensor `name`, in theta's dtype, as a new tensor: the kernel reads
+    theta and tau from the page cache (memory maps, released afterwards) and writes the result once."""
+    theta = ck.get(name)
+    tau = _finite_tau(vec, name, vec.get(name))
+    rows = _rows(tuple(theta.shape), tuple(tau.shape))
+    if rows is None:
+        t = ops.stamp(theta, tau, alpha)
+    else:  # vocabulary growth: tau covers the leading rows
+        t = theta.clone()
+        ops.stamp(theta[:rows], tau, alpha, out=t[:rows])
+    vec.ckpt.release(name)
+    ck.release(name)
+    return t
 
 
 def stamped_tensors(
@@ -73,20 +88,8 @@ def stamped_tensors(
     vec.check_target(ck)
     dev = torch.device(device)
     for name, info in ck.items():
-        if name in vec.ckpt and info.numel and info.dtype.is_floating_point:
-            theta, tau = ck.get(name), vec.get(name)  # memory-mapped views: read by the kernel itself
-            if not ops.all_finite(tau):
-                raise CheckpointError(f"{vec.path}: tensor {name!r} has non-finite values")
-            rows = _rows(info.shape, tuple(tau.shape))
-            if rows is None:
-                t = ops.stamp(theta, tau, alpha)  # a new tensor: read theta and tau once, write once
-            else:
-                t = theta.clone()
-                ops.stamp(theta[:rows], tau, alpha, out=t[:rows])
-            vec.ckpt.release(name)
-        else:
-            t = ck.read(name)
-        ck.release(name)
+        stamp = name in vec.ckpt and info.numel and info.dtype.is_floating_point
+        t = _stamped(ck, vec, name, alpha) if stamp else ck.read(name)
         yield name, (t if dev.type == "cpu" else t.to(dev))
 
 
@@ -113,7 +116,7 @@ def _stamp_named_(
             t = tensors[name]
             if not t.is_floating_point():
                 raise CheckpointError(f"{where}: tensor {name!r} is {t.dtype}, not a float tensor")
-            tau = _read_tau(vec, name)
+            tau = _finite_tau(vec, name, vec.ckpt.read(name))
             rows = _rows(tuple(t.shape), tuple(tau.shape))
             batch.append((name, t if rows is None else t[:rows], tau.to(t.device, non_blocking=True)))
             held += tau.numel() * tau.element_size()
@@ -188,9 +191,5 @@ def load_stamped(path: str | Path, vector: VectorLike, alpha: float = 1.0, **fro
         for name in names:
             if name in same:
                 continue
-            t = ck.read(name)  # stamp in the checkpoint's dtype, then convert as a load would
-            tau = _read_tau(vec, name)
-            rows = _rows(tuple(t.shape), tuple(tau.shape))
-            ops.stamp_(t if rows is None else t[:rows], tau, alpha)
-            tensors[name].copy_(t)
+            tensors[name].copy_(_stamped(ck, vec, name, alpha))  # in the checkpoint's dtype, converted as a load would
     return model
