@@ -51,3 +51,40 @@ def backend(request):
 def size_ok(backend_name: str, n: int) -> bool:
     """The Triton interpreter is slow: keep its sizes small on machines without CUDA."""
     return not (backend_name == "triton" and INTERPRETED and n > 70_000)
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """``full_disk(n)``: every file fpcore.io.writer opens for writing accepts n write calls, then
+    fails with ENOSPC (a disk that fills up in the middle of an output)."""
+    import errno
+
+    import fpcore.io.writer as wmod
+
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f, self.writes, self.left = f, 0, None
+
+        def write(self, b):
+            self.writes += 1
+            if self.writes > self.left:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(b)
+
+        def __getattr__(self, k):
+            return getattr(self.f, k)
+
+    def install(writes_before_full: int) -> None:
+        def fake_open(path, mode="r", *a, **k):
+            f = real_open(path, mode, *a, **k)
+            if "w" not in mode:
+                return f
+            d = FullDisk(f)
+            d.left = writes_before_full
+            return d
+
+        monkeypatch.setattr(wmod, "open", fake_open, raising=False)
+
+    return install

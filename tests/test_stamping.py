@@ -262,31 +262,12 @@ def test_stamp_in_place_error_leaves_model_unchanged(family):
 
 @pytest.mark.parametrize("header_writes", [0, 1], ids=["in-header", "in-data"])
 @pytest.mark.parametrize("in_place", [False, True], ids=["to-output", "in-place"])
-def test_stamp_full_disk_leaves_nothing(family, monkeypatch, in_place, header_writes):
+def test_stamp_full_disk_leaves_nothing(family, full_disk, in_place, header_writes):
     """ENOSPC while a shard's header is written (main thread) or its data (writer thread): the error
     reaches the caller, no output and no temporary remain, the model is unchanged."""
-    import errno
-
-    import fpcore.io.writer as wmod
-
     vec = family["tmp"] / "fp.safetensors"
     stamping.extract(family["tuned"], family["base"], vec)
-    real_open = open
-
-    class FullDisk:
-        def __init__(self, f):
-            self.f, self.n = f, 0
-
-        def write(self, b):
-            self.n += 1
-            if self.n > header_writes:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return self.f.write(b)
-
-        def __getattr__(self, k):
-            return getattr(self.f, k)
-
-    monkeypatch.setattr(wmod, "open", lambda p, mode="r", *a, **k: FullDisk(real_open(p, mode, *a, **k)), raising=False)
+    full_disk(header_writes)
     before = files_digest(family["down1"])
     out = None if in_place else family["tmp"] / "out"
     with pytest.raises(OSError, match="No space left"):

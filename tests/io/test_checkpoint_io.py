@@ -1,7 +1,6 @@
 """fpcore.io: reading by name through the shard index, validation that names file and tensor,
 streaming writes, and outputs that appear atomically."""
 
-import errno
 import json
 import os
 import signal
@@ -206,30 +205,9 @@ def test_atomic_output_success_failure_overwrite(tmp_path):
     assert torch.equal(Checkpoint(f).get("t"), torch.ones(2))
 
 
-def test_full_disk_leaves_nothing(tmp_path, monkeypatch):
+def test_full_disk_leaves_nothing(tmp_path, full_disk):
     dest = tmp_path / "out"
-    real_open = open
-
-    class FullDisk:
-        def __init__(self, f):
-            self.f, self.n = f, 0
-
-        def write(self, b):
-            self.n += 1
-            if self.n > 3:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return self.f.write(b)
-
-        def __getattr__(self, k):
-            return getattr(self.f, k)
-
-    def fake_open(path, mode="r", *a, **k):
-        f = real_open(path, mode, *a, **k)
-        return FullDisk(f) if "w" in mode else f
-
-    import fpcore.io.writer as wmod
-
-    monkeypatch.setattr(wmod, "open", fake_open, raising=False)
+    full_disk(3)
     with pytest.raises(OSError, match="No space left"):
         with AtomicOutput(dest) as tmp:
             write_safetensors(tmp / "model.safetensors", tensors())
