@@ -88,3 +88,17 @@ def full_disk(monkeypatch):
         monkeypatch.setattr(wmod, "open", fake_open, raising=False)
 
     return install
+
+
+def sigkill_when_ready(args: list[str], cwd: object) -> None:
+    """Run `args`, wait for it to print "writing", SIGKILL it, and check that the kill is what ended it."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=cwd)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL

@@ -12,6 +12,7 @@ from fpcore import stamping
 from fpcore.io import Checkpoint, CheckpointError, write_safetensors
 from fpcore.testing import assert_bitwise_equal
 from fpcore.vector import FingerprintVector, lineage_digest
+from tests.conftest import sigkill_when_ready
 
 SHARDS = {
     "model-00001-of-00003.safetensors": ["model.embed_tokens.weight", "model.layers.0.q.weight"],
@@ -291,26 +292,12 @@ stamping.stamp([(sys.argv[1], 1.0)], [sys.argv[2]], None, in_place=True, progres
 
 
 def test_sigkill_during_in_place_stamp_leaves_model_unchanged(family):
-    import os
-    import signal
-    import subprocess
     import sys
 
     vec = family["tmp"] / "fp.safetensors"
     stamping.extract(family["tuned"], family["base"], vec)
     before = files_digest(family["down1"])
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILL_IN_PLACE, str(vec), str(family["down1"])],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).parents[1],
-    )
-    try:
-        assert proc.stdout.readline().strip() == "writing"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_when_ready([sys.executable, "-c", KILL_IN_PLACE, str(vec), str(family["down1"])], Path(__file__).parents[1])
     after = {k: v for k, v in files_digest(family["down1"]).items() if not k.startswith(".fpcore-tmp-")}
     assert after == before  # only hidden temporaries may remain, never a changed shard
     assert Checkpoint(family["down1"]).other_files() == [

@@ -2,10 +2,7 @@
 streaming writes, and outputs that appear atomically."""
 
 import json
-import os
-import signal
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fpcore.io import AtomicOutput, Checkpoint, CheckpointError, SafetensorsWriter, write_safetensors
+from tests.conftest import sigkill_when_ready
 
 
 def tensors(seed=0):
@@ -231,14 +229,6 @@ with AtomicOutput(dest) as tmp:
 
 def test_sigkill_mid_write_leaves_no_output(tmp_path):
     dest = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILL_SCRIPT, str(dest)], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2]
-    )
-    try:
-        assert proc.stdout.readline().strip() == "writing"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_when_ready([sys.executable, "-c", KILL_SCRIPT, str(dest)], Path(__file__).parents[2])
     time.sleep(0.05)
     assert not dest.exists()  # only a hidden .fpcore-tmp-* folder may remain, never a partial output
