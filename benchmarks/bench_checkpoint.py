@@ -44,40 +44,49 @@ def _out(b):
     return out
 
 
-def _floor_once(b) -> float:
+def _floor_once(b, direct: bool) -> float:
     out = _out(b)
     t0 = time.perf_counter()
-    copy_floor([b.downstream], b.tau, out)
+    copy_floor([b.downstream], b.tau, out, direct=direct)
     sec = time.perf_counter() - t0
     shutil.rmtree(out)
     return sec
 
 
-def _floor_median(b) -> float:
-    if "median" not in _FLOOR:  # when the stamp benchmark runs alone
-        _floor_once(b)
-        _FLOOR["median"] = statistics.median(_floor_once(b) for _ in range(ROUNDS))
-    return _FLOOR["median"]
+def _floor_median(b, direct: bool = False) -> float:
+    key = "direct" if direct else "copy"
+    if key not in _FLOOR:  # when the stamp benchmark runs alone
+        _floor_once(b, direct)
+        _FLOOR[key] = statistics.median(_floor_once(b, direct) for _ in range(ROUNDS))
+    return _FLOOR[key]
 
 
 @pytest.mark.benchmark(group="checkpoint")
-def test_checkpoint_floor_copy(benchmark, built):
+@pytest.mark.parametrize("direct", [False, True], ids=["page-cache", "o-direct"])
+def test_checkpoint_floor_copy(benchmark, built, direct):
+    """The floor: the model's files copied (shutil.copyfile through the page cache, or written with
+    O_DIRECT as fpcore writes), tau read once, outputs fsynced."""
+    if direct and not hasattr(os, "O_DIRECT"):
+        pytest.skip("O_DIRECT is Linux-only")
     out = built.base.parent / "out"
 
     def setup():
         shutil.rmtree(out, ignore_errors=True)
 
     benchmark.pedantic(
-        lambda: copy_floor([built.downstream], built.tau, out), setup=setup, rounds=ROUNDS, warmup_rounds=1
+        lambda: copy_floor([built.downstream], built.tau, out, direct=direct),
+        setup=setup,
+        rounds=ROUNDS,
+        warmup_rounds=1,
     )
     shutil.rmtree(out, ignore_errors=True)
-    _FLOOR["median"] = benchmark.stats.stats.median
+    _FLOOR["direct" if direct else "copy"] = benchmark.stats.stats.median
     record(
         benchmark,
         nbytes=_moved(built),
         roofline=None,
         op="checkpoint floor",
-        impl="shutil.copyfile + read tau + fsync",
+        impl=("O_DIRECT copy" if direct else "shutil.copyfile") + " + read tau + fsync",
         params=built.shape.params,
         cache="warm",
         ratio_to_floor=1.0,
@@ -109,4 +118,9 @@ def test_checkpoint_stamp_file_to_file(benchmark, built):
         cache="warm",
         floor_seconds=round(floor, 4),
         ratio_to_floor=round(benchmark.stats.stats.median / floor, 3),
+        **(
+            {"ratio_to_direct_floor": round(benchmark.stats.stats.median / _floor_median(built, True), 3)}
+            if hasattr(os, "O_DIRECT")
+            else {}
+        ),
     )

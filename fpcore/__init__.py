@@ -5,23 +5,50 @@ the best backend for their tensors: triton (CUDA), cpu (the native fpcore._C) or
 torch). ``python -m fpcore.info`` says what is available and why not.
 """
 
-from ._dispatch import use_backend
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from ._native import HAS_NATIVE, NATIVE_LOAD_ERROR
-from .ops import (
-    PairStats,
-    Projection,
-    TrajectoryStats,
-    extract,
-    extract_tensors,
-    matching_loss,
-    matching_loss_batch,
-    pair_stats,
-    projection,
-    stamp,
-    stamp_,
-    stamp_tensors_,
-    trajectory_stats,
-)
+
+# The tensor API imports torch, which costs a second or more; it is loaded on first use, so
+# commands that only stream files (`fpcore stamp`) start without it.
+_LAZY = {
+    "use_backend": "fpcore._forced",
+    **dict.fromkeys(
+        (
+            "PairStats",
+            "Projection",
+            "TrajectoryStats",
+            "extract",
+            "extract_tensors",
+            "matching_loss",
+            "matching_loss_batch",
+            "pair_stats",
+            "projection",
+            "stamp",
+            "stamp_",
+            "stamp_tensors_",
+            "trajectory_stats",
+        ),
+        "fpcore.ops",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'fpcore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

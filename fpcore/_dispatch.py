@@ -7,39 +7,17 @@ and why it refused.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from fpcore import _native
+from fpcore._forced import BACKENDS, forced_backend, use_backend
 
-BACKENDS = ("triton", "cpu", "reference")
+__all__ = ["BACKENDS", "SUPPORTED_DTYPES", "available", "forced_backend", "refusal", "select", "use_backend"]
+
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-_forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("fpcore_backend", default=None)
-
-
-def forced_backend() -> str | None:
-    """The backend the caller forced (context first, then FPCORE_BACKEND), or None for automatic."""
-    name = _forced.get() or os.environ.get("FPCORE_BACKEND") or None
-    if name is not None and name not in BACKENDS:
-        raise ValueError(f"FPCORE_BACKEND={name!r} is not a backend; expected one of {', '.join(BACKENDS)}")
-    return name
-
-
-@contextlib.contextmanager
-def use_backend(name: str | None) -> Iterator[None]:
-    """Force a backend inside a ``with`` block (None: automatic choice)."""
-    if name is not None and name not in BACKENDS:
-        raise ValueError(f"use_backend: {name!r} is not a backend; expected one of {', '.join(BACKENDS)}")
-    token = _forced.set(name)
-    try:
-        yield
-    finally:
-        _forced.reset(token)
 
 
 def _triton_refusal(tensors: Sequence[torch.Tensor]) -> str | None:

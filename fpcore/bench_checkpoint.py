@@ -11,7 +11,9 @@ sampled while it runs):
 
 - stamp: ``python -m fpcore.cli stamp TAU DOWNSTREAM -o OUT --quiet --json``;
 - floor: a plain copy of the same model files (shutil.copyfile) plus a full read of tau, every output
-  fsynced as fpcore's atomic output does: the same bytes read and written, no arithmetic;
+  fsynced as fpcore's atomic output does: the same bytes read and written, no arithmetic (the issue's
+  floor); and the same copy written with O_DIRECT (what the disk takes without the page cache, which
+  is how fpcore writes), reported beside it;
 - mergekit 0.1.5 when installed (``pip install mergekit==0.1.5``): ``merge_method: linear`` over
   [downstream, tau as a model folder] with weights [1, alpha], ``normalize: false``,
   ``dtype: float32``, ``out_dtype: bfloat16``.
@@ -241,9 +243,43 @@ def model_files(path: Path) -> list[Path]:
     return sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
 
 
-def copy_floor(models: list[Path], tau: Path, out: Path, *, chunk: int = 16 << 20) -> int:
-    """The I/O floor: copy every file of each model into `out` (shutil.copyfile), read tau once, fsync
-    the outputs as fpcore's AtomicOutput does. Returns the bytes read + written."""
+def direct_copy(src: Path, dest: Path, chunk: int = 16 << 20) -> None:
+    """Copy `src` to `dest` writing with O_DIRECT: page-aligned chunks, the last one padded to 4096
+    bytes, then the file truncated to its size; fsynced."""
+    import mmap
+
+    size = src.stat().st_size
+    buf = mmap.mmap(-1, chunk)
+    view = memoryview(buf)
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+    try:
+        with open(src, "rb", buffering=0) as f:
+            pos = 0
+            while pos < size:
+                n = 0
+                while n < chunk and pos + n < size:
+                    got = f.readinto(view[n:])
+                    if not got:
+                        raise OSError(f"{src}: ended early")
+                    n += got
+                m = -(-n // 4096) * 4096
+                view[n:m] = bytes(m - n)
+                done = 0
+                while done < m:
+                    done += os.write(fd, view[done:m])
+                pos += n
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        view.release()
+        buf.close()
+
+
+def copy_floor(models: list[Path], tau: Path, out: Path, *, chunk: int = 16 << 20, direct: bool = False) -> int:
+    """The I/O floor: copy every file of each model into `out` (shutil.copyfile; with `direct`, a copy
+    written with O_DIRECT), read tau once, fsync the outputs as fpcore's AtomicOutput does. Returns
+    the bytes read + written."""
     out.mkdir(parents=True)
     moved = 0
     buf = bytearray(chunk)
@@ -254,6 +290,10 @@ def copy_floor(models: list[Path], tau: Path, out: Path, *, chunk: int = 16 << 2
         dest = out / m.name if len(models) > 1 else out
         dest.mkdir(exist_ok=True)
         for src in model_files(m):
+            if direct:
+                direct_copy(src, dest / src.name, chunk)
+                moved += 2 * src.stat().st_size
+                continue
             shutil.copyfile(src, dest / src.name)
             fd = os.open(dest / src.name, os.O_RDONLY)
             try:
@@ -380,17 +420,17 @@ def run_stamp(tau: Path, models: list[Path], out: Path) -> tuple[ChildRun, dict[
 
 def _floor_script() -> str:
     """The floor's child: stdlib only (no torch import), the same code as copy_floor."""
-    src = inspect.getsource(model_files) + inspect.getsource(copy_floor)
+    src = inspect.getsource(model_files) + inspect.getsource(direct_copy) + inspect.getsource(copy_floor)
     return (
         "import json, os, shutil, sys\nfrom pathlib import Path\n"
         + src
         + "a = json.loads(sys.argv[1])\n"
-        + "print(copy_floor([Path(m) for m in a['models']], Path(a['tau']), Path(a['out'])))\n"
+        + "print(copy_floor([Path(m) for m in a['models']], Path(a['tau']), Path(a['out']), direct=a['direct']))\n"
     )
 
 
-def run_floor(tau: Path, models: list[Path], out: Path) -> ChildRun:
-    arg = json.dumps({"models": [str(m) for m in models], "tau": str(tau), "out": str(out)})
+def run_floor(tau: Path, models: list[Path], out: Path, *, direct: bool = False) -> ChildRun:
+    arg = json.dumps({"models": [str(m) for m in models], "tau": str(tau), "out": str(out), "direct": direct})
     r = run_child([sys.executable, "-c", _floor_script(), arg], env=_child_env())
     if r.returncode != 0:
         raise RuntimeError(f"floor copy failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
@@ -498,10 +538,19 @@ def bench(args: argparse.Namespace, log) -> dict[str, object]:
         prepare()
         run_stamp(b.tau, [b.downstream], out)
         floor_s, stamp_s, stamp_inproc, rss, rss_anon, rss_file = [], [], [], [], [], []
+        dfloor_s: list[float] = []
+        direct_ok = hasattr(os, "O_DIRECT")
         for rep in range(args.reps):
             prepare()
             f = run_floor(b.tau, [b.downstream], out)
             floor_s.append(f.seconds)
+            if direct_ok:
+                prepare()
+                try:
+                    dfloor_s.append(run_floor(b.tau, [b.downstream], out, direct=True).seconds)
+                except RuntimeError as exc:  # a file system without O_DIRECT
+                    log(f"  direct floor skipped: {exc}")
+                    direct_ok = False
             prepare()
             s, js = run_stamp(b.tau, [b.downstream], out)
             stamp_s.append(s.seconds)
@@ -510,20 +559,25 @@ def bench(args: argparse.Namespace, log) -> dict[str, object]:
             rss_anon.append(s.peak_rss_anon)
             rss_file.append(s.peak_rss_file)
             log(
-                f"  rep {rep + 1}: floor {f.seconds:.2f} s, stamp {s.seconds:.2f} s "
+                f"  rep {rep + 1}: floor {f.seconds:.2f} s, "
+                + (f"direct floor {dfloor_s[-1]:.2f} s, " if direct_ok else "")
+                + f"stamp {s.seconds:.2f} s "
                 f"(in-process {js['seconds']:.2f} s), "
                 f"peak RSS {s.peak_rss / 2**20:.0f} MiB (anon {s.peak_rss_anon / 2**20:.0f}, "
                 f"file {s.peak_rss_file / 2**20:.0f})"
             )
         base_rss = run_child([sys.executable, "-m", "fpcore.cli", "--version"], env=_child_env())
         res["baseline"] = {
-            "what": "python -m fpcore.cli --version (interpreter + torch import)",
+            "what": "python -m fpcore.cli --version (interpreter + fpcore import, no torch)",
             "seconds": base_rss.seconds,
             "peak_rss": base_rss.peak_rss,
             "peak_rss_anon": base_rss.peak_rss_anon,
         }
         fl, st = _med(floor_s), _med(stamp_s)
         res["floor"] = {"seconds": floor_s, "median_s": fl, "bytes_moved": moved, "gbps": moved / fl / GB}
+        if dfloor_s:
+            dfl = _med(dfloor_s)
+            res["floor_direct"] = {"seconds": dfloor_s, "median_s": dfl, "gbps": moved / dfl / GB}
         res["stamp"] = {
             "seconds": stamp_s,
             "median_s": st,
@@ -536,6 +590,8 @@ def bench(args: argparse.Namespace, log) -> dict[str, object]:
             "ratio_to_floor": st / fl,
             "in_process_ratio_to_floor": _med(stamp_inproc) / fl,
         }
+        if dfloor_s:
+            res["stamp"]["ratio_to_direct_floor"] = st / res["floor_direct"]["median_s"]
         prepare()
         _rm(out)
 
@@ -648,6 +704,11 @@ def report(res: dict[str, object]) -> str:
         f"tau {m['tau_bytes'] / GB:.2f} GB; page cache: {res['cache']}",
         f"{'run':<26}{'median s':>10}{'GB/s':>8}{'peak RSS MiB':>14}",
         f"{'I/O floor (copy + read)':<26}{fl['median_s']:>10.2f}{fl['gbps']:>8.2f}{'':>14}",
+        *(
+            [f"{'O_DIRECT copy + read':<26}{fd['median_s']:>10.2f}{fd['gbps']:>8.2f}{'':>14}"]
+            if (fd := res.get("floor_direct"))
+            else []
+        ),
         f"{'fpcore stamp (process)':<26}{st['median_s']:>10.2f}{st['gbps']:>8.2f}{st['peak_rss'] / mib:>14.0f}",
         f"{'fpcore stamp (in-process)':<26}{st['in_process_median_s']:>10.2f}"
         f"{st['bytes_moved'] / st['in_process_median_s'] / GB:>8.2f}{'':>14}",
@@ -661,6 +722,12 @@ def report(res: dict[str, object]) -> str:
     lines.append(
         f"stamp / floor: {st['ratio_to_floor']:.2f}x (target <= 1.3x: {ok}); in-process "
         f"{st['in_process_ratio_to_floor']:.2f}x"
+        + (
+            f"; against the O_DIRECT copy (the disk's write speed without the page cache) "
+            f"{st['ratio_to_direct_floor']:.2f}x"
+            if "ratio_to_direct_floor" in st
+            else ""
+        )
     )
     if "median_s" in mk:
         ok = "ok" if mk["speedup_of_stamp"] >= 4 else "MISSED"
@@ -675,7 +742,7 @@ def report(res: dict[str, object]) -> str:
     if "baseline" in res:
         bl = res["baseline"]
         lines.append(
-            f"  baseline `fpcore --version` (python + torch import): {bl['seconds']:.2f} s, "
+            f"  baseline `fpcore --version` (python start-up, no torch): {bl['seconds']:.2f} s, "
             f"peak RSS {bl['peak_rss'] / mib:.0f} MiB (anon {bl['peak_rss_anon'] / mib:.0f})"
         )
     big = m["params"] >= 1.2e9

@@ -21,7 +21,15 @@ from typing import Any
 from fpcore import __version__
 from fpcore.io import Checkpoint, CheckpointError
 
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("fpcore.fingerprint.cli", "fpcore.pot.cli")
+# Command groups that live beside their domain layer (fpcore/<domain>/cli.py), by command word. Each
+# module defines register(sub, common); it is imported only when one of its commands runs or for the
+# full help, so `fpcore stamp` never loads the training stacks (fpcore.pot imports torch).
+_SUBCOMMAND_MODULES: dict[str, str] = {
+    "fingerprint": "fpcore.fingerprint.cli",
+    "demo": "fpcore.fingerprint.cli",
+    "pot": "fpcore.pot.cli",
+}
+_CORE_COMMANDS = ("extract", "stamp", "unstamp", "inspect", "detect")
 
 
 @contextmanager
@@ -197,7 +205,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0 if res.detected else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_word(argv: Sequence[str] | None) -> str | None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    return next((a for a in args if not a.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The `fpcore` parser. With `argv`, command groups of other modules are registered only when
+    argv's command is theirs (or is unknown or missing, so that help and errors list everything)."""
     p = argparse.ArgumentParser(
         prog="fpcore",
         description="Fingerprint vectors for large models: extract tau = tuned - base once, stamp it into any "
@@ -273,15 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
     common(d)
     d.set_defaults(func=cmd_detect)
 
-    # Subcommand groups that live beside their domain layer (fpcore/<domain>/cli.py): each module
-    # defines register(sub, common) and imports its heavy dependencies only when a command runs.
-    for name in _SUBCOMMAND_MODULES:
+    word = _command_word(argv)
+    if word in _SUBCOMMAND_MODULES:
+        modules = [_SUBCOMMAND_MODULES[word]]
+    elif word in _CORE_COMMANDS:
+        modules = []
+    else:
+        modules = list(dict.fromkeys(_SUBCOMMAND_MODULES.values()))
+    for name in modules:
         importlib.import_module(name).register(sub, common)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -1,6 +1,7 @@
 """extract / stamp / unstamp over checkpoints on disk, streaming tensor by tensor.
 
-All arithmetic goes through fpcore.ops; all file work through fpcore.io. Outputs are atomic
+All arithmetic goes through fpcore.ops (extract) or fpcore.rawops (stamp: the same kernels over raw
+memory, so `fpcore stamp` never imports torch); all file work through fpcore.io. Outputs are atomic
 (AtomicOutput); inputs are never modified. Peak memory is a few tensors, not a model.
 """
 
@@ -20,15 +21,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import torch
-
 import fpcore
-from fpcore import __version__, ops
+from fpcore import __version__, rawops
 from fpcore._native import HAS_NATIVE
 from fpcore.io import AtomicOutput, Checkpoint, CheckpointError, SafetensorsWriter
 from fpcore.io.atomic import TMP_PREFIX, fsync_dir
-from fpcore.io.reader import INDEX, as_bytes
-from fpcore.vector import STORE_DTYPES, FingerprintVector, VectorMeta, architecture, is_embedding, tensor_digest
+from fpcore.io.buffers import Buffer
+from fpcore.io.reader import INDEX
+from fpcore.vector import STORE_FORMATS, FingerprintVector, VectorMeta, architecture, is_embedding, tensor_digest
 
 Progress = Callable[[int], None]  # called with bytes processed
 
@@ -97,8 +97,11 @@ def extract(
         above UNRELATED_BASE_RATIO of |base| unless force); FileExistsError if `out` exists (overwrite=False);
         ValueError for an unknown dtype.
     """
-    if dtype not in STORE_DTYPES:
-        raise ValueError(f"extract: dtype must be one of {', '.join(STORE_DTYPES)}, got {dtype!r}")
+    from fpcore import ops
+    from fpcore.vector import STORE_DTYPES
+
+    if dtype not in STORE_FORMATS:
+        raise ValueError(f"extract: dtype must be one of {', '.join(STORE_FORMATS)}, got {dtype!r}")
     store = STORE_DTYPES[dtype]
     tck, bck = Checkpoint(tuned), Checkpoint(base)
     missing = [n for n in bck.names() if n not in tck]
@@ -218,10 +221,10 @@ class _ModelOut:
                 continue
             first = touched[f]
             others = [n for n, info in ck.items() if info.file == f and n not in set(first)]
-            layout = [(n, ck.info(n).dtype, ck.info(n).shape) for n in first + others]
+            layout = [(n, ck.info(n).format_dtype, ck.info(n).shape) for n in first + others]
             meta = dict(ck.metadata[f])
             meta.update(metadata_extra)
-            self.writers[f] = SafetensorsWriter(target, layout, meta)
+            self.writers[f] = SafetensorsWriter(target, layout, meta, direct=True)
             self.rest[f] = others
         if dest is not None and not single:
             if ck.index_file is not None:
@@ -260,20 +263,6 @@ class _ModelOut:
             w.close()
 
 
-class _Buffers:
-    """Reusable byte buffers, one per slot, grown on demand: a streaming pass allocates (and faults
-    in) its working memory once, whatever the model's size."""
-
-    def __init__(self) -> None:
-        self._bufs: dict[object, torch.Tensor] = {}
-
-    def get(self, slot: object, nbytes: int, dtype: torch.dtype) -> torch.Tensor:
-        b = self._bufs.get(slot)
-        if b is None or b.numel() < nbytes:
-            b = self._bufs[slot] = torch.empty(nbytes, dtype=torch.uint8)
-        return b[:nbytes].view(dtype)
-
-
 class _WriteBehind:
     """Output work (writes and file-to-file copies, in submission order) on one background thread
     while the caller reads and computes the next chunk. Output buffers cycle through a pool of
@@ -281,10 +270,10 @@ class _WriteBehind:
     call (and by close()), after which the thread does nothing more."""
 
     def __init__(self, depth: int = 4) -> None:
-        self._work: queue.SimpleQueue[tuple[Callable[[], None], torch.Tensor | None] | None] = queue.SimpleQueue()
-        self._free: queue.SimpleQueue[torch.Tensor] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[tuple[Callable[[], None], Buffer | None] | None] = queue.SimpleQueue()
+        self._free: queue.SimpleQueue[Buffer] = queue.SimpleQueue()
         for _ in range(depth):
-            self._free.put(torch.empty(0, dtype=torch.uint8))
+            self._free.put(Buffer(0))
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="fpcore-writer", daemon=True)
         self._thread.start()
@@ -304,13 +293,13 @@ class _WriteBehind:
         if self._error is not None:
             raise self._error
 
-    def buffer(self, nbytes: int) -> torch.Tensor:
-        """A free uint8 output buffer of at least `nbytes` (waits while all are being written)."""
+    def buffer(self, nbytes: int) -> Buffer:
+        """A free output buffer of at least `nbytes` (waits while all are being written)."""
         self._raise()
         b = self._free.get()
-        return b if b.numel() >= nbytes else torch.empty(nbytes, dtype=torch.uint8)
+        return b if b.nbytes >= nbytes else Buffer(nbytes)
 
-    def submit(self, fn: Callable[[], None], buf: torch.Tensor | None = None) -> None:
+    def submit(self, fn: Callable[[], None], buf: Buffer | None = None) -> None:
         """Run fn() on the writer thread; `buf` (from buffer()) returns to the pool afterwards."""
         self._raise()
         self._work.put((fn, buf))
@@ -338,7 +327,8 @@ def _compute_threads(n: int) -> Iterator[None]:
 
 
 # Elements per streamed chunk (4 MiB of bf16 output): large enough that per-chunk Python costs vanish,
-# small enough that the reusable buffers stay in the last-level cache between pread, kernel and write.
+# small enough that a chunk stays in the last-level cache between the finiteness check, the kernel
+# and the copy into the writer's block.
 STREAM_ELEMS = 1 << 21
 
 
@@ -408,8 +398,12 @@ def stamp(
                     )
                 notes.append(f"{ck.path}: {n}: shape mismatch, left unstamped")
                 continue
-            if not ck.info(n).dtype.is_floating_point:
-                raise CheckpointError(f"{ck.path}: tensor {n!r} is {ck.info(n).dtype}, not a float tensor")
+            if not ck.info(n).is_float:
+                raise CheckpointError(f"{ck.path}: tensor {n!r} is {ck.info(n).dtype_name}, not a float tensor")
+            if ck.info(n).format_dtype not in rawops.CODES:
+                raise CheckpointError(
+                    f"{ck.path}: tensor {n!r} is {ck.info(n).dtype_name}; stamp takes float32, bfloat16 or float16"
+                )
             keep.append(n)
         plan[i] = keep
     extra_meta = {
@@ -463,12 +457,11 @@ def _stream(
     """The streaming pass over every tensor in `order`, then the untouched tensors of touched
     shards; returns (tensors stamped, vector bytes read). All output work runs on the writer thread."""
     stamped = vec_bytes = 0
-    bufs = _Buffers()
     writer = _WriteBehind()
     try:
         with _compute_threads(max(1, fpcore.get_num_threads() - 1)):
             for name in order:
-                vec_bytes += _stamp_tensor(name, vecs, cks, plan, outs, bufs, writer, allow_nonfinite, progress)
+                vec_bytes += _stamp_tensor(name, vecs, cks, plan, outs, writer, allow_nonfinite, progress)
                 stamped += sum(name in plan[i] for i in range(len(cks)))
         for o in outs:
             writer.submit(o.finish)
@@ -485,7 +478,6 @@ def _stamp_tensor(
     cks: list[Checkpoint],
     plan: dict[int, list[str]],
     outs: list[_ModelOut],
-    bufs: _Buffers,
     writer: _WriteBehind,
     allow_nonfinite: bool,
     progress: Progress | None,
@@ -501,33 +493,35 @@ def _stamp_tensor(
     read = 0
     for off in range(0, n_tau, STREAM_ELEMS):
         e = min(STREAM_ELEMS, n_tau - off)
-        chunks = []
-        for k, (v, _) in enumerate(taus):
-            dt = v.ckpt.info(name).dtype
-            t = bufs.get(("tau", k), e * dt.itemsize, dt)
-            v.ckpt.read_into(name, off * dt.itemsize, as_bytes(t))
-            read += e * dt.itemsize
-            if not allow_nonfinite and not ops.all_finite(t):
+        regions = []
+        for v, _ in taus:
+            info = v.ckpt.info(name)
+            region = (v.ckpt.address(name) + off * info.itemsize, info.format_dtype)
+            read += e * info.itemsize
+            if not allow_nonfinite and not rawops.all_finite_raw(region, e):
                 raise CheckpointError(
                     f"{v.path}: tensor {name!r} has non-finite values (pass --allow-nonfinite to use it)"
                 )
-            chunks.append(t)
+            regions.append(region)
         for i in targets:
-            dt = cks[i].info(name).dtype
-            theta = bufs.get("theta", e * dt.itemsize, dt)
-            cks[i].read_into(name, off * dt.itemsize, as_bytes(theta))
-            raw = writer.buffer(e * dt.itemsize)
-            out = raw[: e * dt.itemsize].view(dt)
-            ops.stamp(theta, chunks, alphas, out=out)
-            writer.submit(partial(outs[i].writer(name).write_part, name, as_bytes(out)), raw)
+            info = cks[i].info(name)
+            nbytes = e * info.itemsize
+            raw = writer.buffer(nbytes)
+            theta = (cks[i].address(name) + off * info.itemsize, info.format_dtype)
+            rawops.stamp_raw((raw.addr, info.format_dtype), theta, regions, alphas, e)
+            cks[i].release_range(name, off * info.itemsize, nbytes)
+            writer.submit(partial(outs[i].writer(name).write_part, name, raw.view[:nbytes]), raw)
             if progress:
-                progress(e * dt.itemsize)
+                progress(nbytes)
+        for v, _ in taus:
+            isz = v.ckpt.info(name).itemsize
+            v.ckpt.release_range(name, off * isz, e * isz)
     for i in targets:
         info = cks[i].info(name)
         if info.numel > n_tau or info.numel == 0:  # rows beyond tau (vocabulary growth), unchanged
-            writer.submit(partial(outs[i].copy, name, n_tau * info.dtype.itemsize))
+            writer.submit(partial(outs[i].copy, name, n_tau * info.itemsize))
             if progress:
-                progress((info.numel - n_tau) * info.dtype.itemsize)
+                progress((info.numel - n_tau) * info.itemsize)
     return read
 
 

@@ -13,14 +13,25 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from fpcore.io import Checkpoint, CheckpointError
+from fpcore.io.format import torch_dtype
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "fpcore.fingerprint-vector"
 VERSION = "1"
-STORE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+STORE_FORMATS = {"bf16": "BF16", "fp16": "F16", "fp32": "F32"}  # --dtype -> safetensors dtype
+
+
+def __getattr__(name: str) -> Any:
+    if name == "STORE_DTYPES":  # --dtype -> torch dtype (imports torch on first use)
+        return {k: torch_dtype(v) for k, v in STORE_FORMATS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 EMBED_HINTS = ("embed_tokens", "wte", "word_embeddings", "lm_head", "embed_out", "shared.weight")
 
 
@@ -31,6 +42,8 @@ def is_embedding(name: str) -> bool:
 
 def tensor_digest(t: torch.Tensor) -> str:
     """sha256 of a tensor's raw bytes."""
+    import torch
+
     t = t.detach().contiguous()
     return hashlib.sha256(t.view(torch.uint8).reshape(-1).numpy().tobytes() if t.numel() else b"").hexdigest()
 
@@ -40,7 +53,7 @@ def lineage_digest(ckpt: Checkpoint) -> str:
     h = hashlib.sha256()
     for name in sorted(ckpt.names()):
         info = ckpt.info(name)
-        h.update(json.dumps([name, list(info.shape), str(info.dtype), tensor_digest(ckpt.get(name))]).encode())
+        h.update(json.dumps([name, list(info.shape), info.dtype_name, tensor_digest(ckpt.get(name))]).encode())
     return h.hexdigest()
 
 

@@ -97,3 +97,28 @@ def test_multiple_vectors_with_own_alpha(models, capsys):
     d1, s = Checkpoint(models["d1"]), Checkpoint(t / "s")
     n = "model.layers.0.q.weight"
     assert torch.equal(s.get(n), fpcore.stamp(d1.get(n), [v1.get(n), v2.get(n)], [0.5, -1.0]))
+
+
+def test_stamp_and_unstamp_run_without_torch(models):
+    """The streaming commands never import torch (it would cost a second or more of start-up): the
+    stamped model still matches fpcore.stamp bit for bit."""
+    from fpcore import stamping
+    from fpcore.ops import stamp as stamp_op
+
+    t = models["tmp"]
+    vec = t / "v.safetensors"
+    stamping.extract(models["tuned"], models["base"], vec)
+    opts = ["--quiet", "--alpha", "0.5"]
+    stamp_args = ["stamp", str(vec), str(models["d1"]), "-o", str(t / "out"), *opts]
+    unstamp_args = ["unstamp", str(vec), str(t / "out"), "-o", str(t / "un"), *opts]
+    code = (
+        "import sys\nfrom fpcore.cli import main\n"
+        f"rc = main({stamp_args!r}) + main({unstamp_args!r})\n"
+        "print(rc, 'torch' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.split() == ["0", "False"], r.stderr
+    out, down, v = Checkpoint(t / "out"), Checkpoint(models["d1"]), Checkpoint(vec)
+    for name in v.names():
+        assert torch.equal(out.get(name), stamp_op(down.get(name), v.get(name), 0.5))
+    assert Checkpoint(t / "un").names() == down.names()

@@ -261,11 +261,20 @@ def test_stamp_in_place_error_leaves_model_unchanged(family):
     assert not list(family["down1"].glob(".fpcore-tmp-*"))
 
 
+@pytest.mark.parametrize("sink", ["page-cache", "direct"])
 @pytest.mark.parametrize("header_writes", [0, 1], ids=["in-header", "in-data"])
 @pytest.mark.parametrize("in_place", [False, True], ids=["to-output", "in-place"])
-def test_stamp_full_disk_leaves_nothing(family, full_disk, in_place, header_writes):
-    """ENOSPC while a shard's header is written (main thread) or its data (writer thread): the error
-    reaches the caller, no output and no temporary remain, the model is unchanged."""
+def test_stamp_full_disk_leaves_nothing(family, full_disk, monkeypatch, in_place, header_writes, sink):
+    """ENOSPC while a shard's header is written (main thread) or its data (writer thread), through
+    the page cache or with O_DIRECT (blocks shrunk so that the data spans several): the error reaches
+    the caller, no output and no temporary remain, the model is unchanged."""
+    import fpcore.io.writer as wmod
+
+    if sink == "direct":
+        monkeypatch.setattr(wmod, "DIRECT_BLOCK", 512)
+        monkeypatch.setattr(wmod, "DIRECT_ALIGN", 512)
+    else:
+        monkeypatch.setenv("FPCORE_DIRECT_IO", "0")
     vec = family["tmp"] / "fp.safetensors"
     stamping.extract(family["tuned"], family["base"], vec)
     full_disk(header_writes)

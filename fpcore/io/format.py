@@ -11,28 +11,54 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
-
-# safetensors dtype names <-> torch dtypes (those torch has)
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-    "U16": torch.uint16,
-    "U32": torch.uint32,
-    "U64": torch.uint64,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
+# safetensors dtype name -> (bytes per element, floating point, torch's name for it). No torch import
+# here: file work (header parsing, streaming stamp) runs without it; the torch dtypes are looked up
+# on first use.
+FORMAT_DTYPES: dict[str, tuple[int, bool, str]] = {
+    "F64": (8, True, "float64"),
+    "F32": (4, True, "float32"),
+    "F16": (2, True, "float16"),
+    "BF16": (2, True, "bfloat16"),
+    "I64": (8, False, "int64"),
+    "I32": (4, False, "int32"),
+    "I16": (2, False, "int16"),
+    "I8": (1, False, "int8"),
+    "U8": (1, False, "uint8"),
+    "BOOL": (1, False, "bool"),
+    "U16": (2, False, "uint16"),
+    "U32": (4, False, "uint32"),
+    "U64": (8, False, "uint64"),
+    "F8_E4M3": (1, True, "float8_e4m3fn"),
+    "F8_E5M2": (1, True, "float8_e5m2"),
 }
-NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
+_BY_TORCH_NAME = {f"torch.{t}": k for k, (_, _, t) in FORMAT_DTYPES.items()}
+
+
+def format_dtype(dtype: Any) -> str:
+    """The safetensors name ("BF16") of a torch dtype or of a safetensors name; KeyError if none."""
+    if isinstance(dtype, str) and dtype in FORMAT_DTYPES:
+        return dtype
+    return _BY_TORCH_NAME[str(dtype)]
+
+
+def torch_dtype(name: str) -> Any:
+    """The torch dtype of a safetensors dtype name (imports torch)."""
+    import torch
+
+    return getattr(torch, FORMAT_DTYPES[name][2])
+
+
+def __getattr__(name: str) -> Any:
+    # DTYPES (safetensors name -> torch dtype) and NAMES (the inverse), built on first use
+    if name in ("DTYPES", "NAMES"):
+        dtypes = {k: torch_dtype(k) for k in FORMAT_DTYPES}
+        globals()["DTYPES"], globals()["NAMES"] = dtypes, {v: k for k, v in dtypes.items()}
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit
 
 
@@ -45,11 +71,29 @@ class TensorInfo:
     """Where a tensor lives: its file and absolute byte range [start, end)."""
 
     name: str
-    dtype: torch.dtype
+    format_dtype: str  # the safetensors name, e.g. "BF16"
     shape: tuple[int, ...]
     file: Path
     start: int
     end: int
+
+    @property
+    def dtype(self) -> Any:
+        """The torch dtype (imports torch)."""
+        return torch_dtype(self.format_dtype)
+
+    @property
+    def dtype_name(self) -> str:
+        """str() of the torch dtype ("torch.bfloat16"), without importing torch."""
+        return "torch." + FORMAT_DTYPES[self.format_dtype][2]
+
+    @property
+    def itemsize(self) -> int:
+        return FORMAT_DTYPES[self.format_dtype][0]
+
+    @property
+    def is_float(self) -> bool:
+        return FORMAT_DTYPES[self.format_dtype][1]
 
     @property
     def numel(self) -> int:
@@ -97,8 +141,8 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
         if not isinstance(entry, dict):
             raise CheckpointError(f"{where}: header entry is not an object")
         dt = entry.get("dtype")
-        if dt not in DTYPES:
-            raise CheckpointError(f"{where}: unknown dtype {dt!r} (known: {', '.join(DTYPES)})")
+        if dt not in FORMAT_DTYPES:
+            raise CheckpointError(f"{where}: unknown dtype {dt!r} (known: {', '.join(FORMAT_DTYPES)})")
         shape = entry.get("shape")
         if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
             raise CheckpointError(f"{where}: shape {shape!r} is not a list of non-negative integers")
@@ -111,7 +155,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
         numel = 1
         for s in shape:
             numel *= s
-        want = numel * torch.empty(0, dtype=DTYPES[dt]).element_size()
+        want = numel * FORMAT_DTYPES[dt][0]
         if end - begin != want:
             raise CheckpointError(
                 f"{where}: data_offsets [{begin}, {end}] hold {end - begin} bytes but {dt} {tuple(shape)} needs {want}"
@@ -120,7 +164,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
             raise CheckpointError(
                 f"{where}: data ends at byte {data_start + end} but the file has only {size} bytes (truncated?)"
             )
-        infos.append(TensorInfo(name, DTYPES[dt], tuple(shape), path, data_start + begin, data_start + end))
+        infos.append(TensorInfo(name, dt, tuple(shape), path, data_start + begin, data_start + end))
     infos.sort(key=lambda t: (t.start, t.end))
     for a, b in zip(infos, infos[1:], strict=False):
         if b.start < a.end:

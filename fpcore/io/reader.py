@@ -8,11 +8,14 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .atomic import TMP_PREFIX
+from .buffers import address_of
 from .format import CheckpointError, TensorInfo, read_header
+
+if TYPE_CHECKING:
+    import torch
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -20,6 +23,8 @@ INDEX = "model.safetensors.index.json"
 
 def as_bytes(t: torch.Tensor) -> memoryview:
     """A writable byte view of a contiguous CPU tensor's memory (for pread/write without copies)."""
+    import torch
+
     return memoryview(t.reshape(-1).view(torch.uint8).numpy())
 
 
@@ -62,6 +67,7 @@ class Checkpoint:
         if self.index_file is not None:
             self._check_index_matches()
         self._maps: dict[Path, mmap.mmap] = {}
+        self._addrs: dict[Path, int] = {}
         self._fds: dict[Path, int] = {}
 
     # -- the shard index ------------------------------------------------------------------------
@@ -141,8 +147,36 @@ class Checkpoint:
             self._maps[file] = m
         return m
 
+    def address(self, name: str) -> int:
+        """The address of tensor `name`'s first byte in a private (copy-on-write) memory map of its
+        file, valid until close(): native kernels read the page cache in place, with no copy and no
+        torch. Never write through it. Pair with release_range() to keep resident memory bounded."""
+        info = self.info(name)
+        m = self._map(info.file)
+        if info.end > len(m):
+            raise CheckpointError(f"{info.file}: tensor {name!r} ends past the file's end (it shrank while open?)")
+        base = self._addrs.get(info.file)
+        if base is None:
+            base = self._addrs[info.file] = address_of(m)
+        return base + info.start
+
+    def release_range(self, name: str, offset: int, nbytes: int) -> None:
+        """Let the OS drop the mapped pages of bytes [offset, offset + nbytes) of tensor `name` (the
+        pages wholly inside; clean file pages are re-read if touched again)."""
+        info = self.info(name)
+        m = self._maps.get(info.file)
+        if m is None or nbytes <= 0 or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        page = mmap.PAGESIZE
+        start = -(-(info.start + offset) // page) * page
+        end = (info.start + offset + nbytes) // page * page
+        if end > start:
+            m.madvise(mmap.MADV_DONTNEED, start, end - start)
+
     def get(self, name: str) -> torch.Tensor:
         """The tensor `name`, shaped, as a copy-on-write view of the file (read lazily by the OS)."""
+        import torch
+
         info = self.info(name)
         if info.numel == 0:
             return torch.empty(info.shape, dtype=info.dtype)
@@ -184,6 +218,8 @@ class Checkpoint:
     def read(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
         """Tensor `name` as memory of its own (pread, no memory map): into `out` when given (a
         contiguous CPU tensor of the tensor's dtype and shape, e.g. pinned), else a new tensor."""
+        import torch
+
         info = self.info(name)
         if out is None:
             out = torch.empty(info.shape, dtype=info.dtype)
@@ -210,6 +246,7 @@ class Checkpoint:
     def close(self) -> None:
         """Drop the memory maps (tensors already returned keep theirs alive) and file descriptors."""
         self._maps.clear()
+        self._addrs.clear()
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()

@@ -232,3 +232,23 @@ def test_sigkill_mid_write_leaves_no_output(tmp_path):
     sigkill_when_ready([sys.executable, "-c", KILL_SCRIPT, str(dest)], Path(__file__).parents[2])
     time.sleep(0.05)
     assert not dest.exists()  # only a hidden .fpcore-tmp-* folder may remain, never a partial output
+
+
+def test_address_reads_the_file_in_place(tmp_path):
+    """Checkpoint.address: the tensor's bytes in a private map of the file (what the torch-free
+    streaming stamp hands to the kernels); release_range drops pages, the bytes read the same after."""
+    import ctypes
+
+    a = torch.arange(10000, dtype=torch.float32)
+    path = tmp_path / "m.safetensors"
+    write_safetensors(path, {"a": a, "b": a.to(torch.bfloat16), "i": torch.arange(3)})
+    ck = Checkpoint(path)
+    info = ck.info("b")
+    assert (info.format_dtype, info.itemsize, info.is_float) == ("BF16", 2, True)
+    assert info.dtype == torch.bfloat16 and info.dtype_name == "torch.bfloat16" == str(info.dtype)
+    assert not ck.info("i").is_float and ck.info("i").dtype_name == "torch.int64"
+    want = a.to(torch.bfloat16).view(torch.uint8).numpy().tobytes()
+    assert ctypes.string_at(ck.address("b"), info.nbytes) == want
+    ck.release_range("b", 100, info.nbytes - 100)
+    assert ctypes.string_at(ck.address("b") + 2, 8) == want[2:10]
+    assert ctypes.string_at(ck.address("b"), info.nbytes) == want

@@ -1,0 +1,132 @@
+"""The elementwise ops a file-streaming pass needs, over raw host memory and without torch.
+
+``fpcore stamp`` streams checkpoints chunk by chunk from memory maps into aligned output buffers;
+importing torch would cost it more than a second of start-up. These ops take regions given as an
+address (of the first element), a safetensors dtype name (``"F32"``, ``"BF16"``, ``"F16"``) and an
+element count, contiguous. Numerics are exactly fpcore.ops.stamp's: fp32 math, every multiply and
+add rounded separately, one rounding (nearest even) to the output dtype.
+
+Backends: ``cpu`` is the same native kernel as fpcore.ops (fpcore._C); ``reference`` wraps the
+memory as torch tensors (torch.frombuffer) and runs the plain-torch twin (fpcore.backends.reference),
+importing torch only then. Default: cpu when the native extension loaded, else reference;
+FPCORE_BACKEND or fpcore.use_backend force one ('triton' refuses: this is host memory).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from fpcore import _native
+from fpcore._forced import forced_backend
+from fpcore.io.format import FORMAT_DTYPES, torch_dtype
+
+CODES = {"F32": 0, "BF16": 1, "F16": 2}  # the native kernels' dtype codes
+MAX_VECTORS = 8
+
+Region = tuple[int, str]  # (address, safetensors dtype name)
+
+
+def backend_for(op: str) -> str:
+    """'cpu' or 'reference' for a raw-memory op; raises RuntimeError when a forced backend cannot run."""
+    forced = forced_backend()
+    if forced == "triton":
+        raise RuntimeError(f"{op}: backend 'triton' was forced but cannot run: raw host memory takes cpu or reference")
+    if forced == "cpu" or (forced is None and _native.HAS_NATIVE):
+        _native.require_native(op)
+        return "cpu"
+    return "reference"
+
+
+def _check(op: str, what: str, region: Region, n: int) -> tuple[int, str]:
+    addr, dtype = region
+    if dtype not in CODES:
+        raise TypeError(f"{op}: {what} has dtype {dtype!r}; expected F32, BF16 or F16 (float32, bfloat16, float16)")
+    if not isinstance(addr, int) or (n > 0 and addr <= 0):
+        raise ValueError(f"{op}: {what} has no valid address ({addr!r}) for {n} elements")
+    return addr, dtype
+
+
+def _span(region: tuple[int, str], n: int) -> tuple[int, int]:
+    return region[0], region[0] + n * FORMAT_DTYPES[region[1]][0]
+
+
+def _tensor(region: Region, n: int) -> Any:
+    """The region as a 1-D torch tensor sharing its memory (reference backend)."""
+    import torch
+
+    addr, dtype = region
+    nbytes = n * FORMAT_DTYPES[dtype][0]
+    mem = (ctypes.c_char * nbytes).from_address(addr)
+    return torch.frombuffer(mem, dtype=torch_dtype(dtype), count=n)
+
+
+def stamp_raw(out: Region, base: Region, vectors: Sequence[Region], alphas: Sequence[float], n: int) -> None:
+    """out = base + sum_k alphas[k] * vectors[k] over n contiguous elements (fp32 math, one rounding).
+
+    Args:
+        out, base: (address, dtype) of n elements each; dtypes F32, BF16 or F16, independently.
+        vectors: 1 to 8 (address, dtype) regions of n elements.
+        alphas: one float per vector.
+        n: element count (>= 0).
+
+    Raises:
+        TypeError for another dtype; ValueError for a bad address, count, alpha list, or an output
+        that overlaps an input (base may not alias out here: the streaming pass never needs it).
+    """
+    op = "stamp"
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"{op}: element count must be an int >= 0, got {n!r}")
+    if not 1 <= len(vectors) <= MAX_VECTORS:
+        raise ValueError(f"{op}: takes 1 to {MAX_VECTORS} vectors, got {len(vectors)}")
+    if len(alphas) != len(vectors):
+        raise ValueError(f"{op}: {len(vectors)} vectors but {len(alphas)} alphas")
+    o = _check(op, "out", out, n)
+    ins = [("base", _check(op, "base", base, n))] + [
+        (f"vector[{k}]", _check(op, f"vector[{k}]", v, n)) for k, v in enumerate(vectors)
+    ]
+    if n == 0:
+        return
+    o0, o1 = _span(o, n)
+    for what, r in ins:
+        a0, a1 = _span(r, n)
+        if a0 < o1 and o0 < a1:
+            raise ValueError(f"{op}: out overlaps {what} in memory")
+    if backend_for(op) == "cpu":
+        C = _native.require_native(op)
+        C.stamp_many(
+            [o[0]],
+            [CODES[o[1]]],
+            [ins[0][1][0]],
+            [CODES[ins[0][1][1]]],
+            [[r[0]] for _, r in ins[1:]],
+            [[CODES[r[1]]] for _, r in ins[1:]],
+            [float(a) for a in alphas],
+            [n],
+        )
+        return
+    from fpcore.backends.reference.stamp import stamp_reference
+
+    stamp_reference(_tensor(o, n), _tensor(ins[0][1], n), [_tensor(r, n) for _, r in ins[1:]], list(alphas))
+
+
+def all_finite_raw(region: Region, n: int) -> bool:
+    """True when none of the n elements at `region` is NaN or Inf.
+
+    One native pass (the fp64 sum of squares is finite unless an element is NaN, Inf, or so large
+    that the sum overflows); an exact elementwise check (torch.isfinite) confirms a suspicion.
+    """
+    op = "all_finite"
+    r = _check(op, "tensor", region, n)
+    if n == 0:
+        return True
+    if backend_for(op) == "cpu":
+        C = _native.require_native(op)
+        sums = C.pair_stats([r[0]], [CODES[r[1]]], [r[0]], [CODES[r[1]]], [n])
+        if math.isfinite(sums[1]):
+            return True
+    import torch
+
+    return bool(torch.isfinite(_tensor(r, n)).all())
