@@ -289,7 +289,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_detect)
 
     word = _command_word(argv)
-    if word in _SUBCOMMAND_MODULES:
+    if argv is not None and "--version" in argv and word is None:
+        modules: list[str] = []
+    elif word in _SUBCOMMAND_MODULES:
         modules = [_SUBCOMMAND_MODULES[word]]
     elif word in _CORE_COMMANDS:
         modules = []
