@@ -193,6 +193,7 @@ class _ModelOut:
         self.ck = ck
         self.writers: dict[Path, SafetensorsWriter] = {}
         self.rest: dict[Path, list[str]] = {}
+        self.pending: dict[Path, int] = {}  # touched tensors of each shard not yet fully written
         self.temps: list[tuple[Path, Path]] = []  # in place: (temporary, shard it replaces)
         try:
             self._open(dest, names_in_order, metadata_extra)
@@ -226,6 +227,7 @@ class _ModelOut:
             meta.update(metadata_extra)
             self.writers[f] = SafetensorsWriter(target, layout, meta, direct=True)
             self.rest[f] = others
+            self.pending[f] = len(first)
         if dest is not None and not single:
             if ck.index_file is not None:
                 shutil.copy2(ck.index_file, dest / INDEX)
@@ -256,11 +258,23 @@ class _ModelOut:
         info = self.ck.info(name)
         self.writer(name).copy_part(name, self.ck.fd(info.file), info.start + offset, info.nbytes - offset)
 
+    def _close_shard(self, f: Path) -> None:
+        for n in self.rest[f]:
+            self.copy(n)
+        self.writers[f].close()
+
+    def done(self, name: str) -> None:
+        """Tensor `name` is fully written: once a shard has all its stamped tensors, its untouched
+        ones are copied and it is closed, which frees its write blocks before the next shard's."""
+        f = self.ck.info(name).file
+        self.pending[f] -= 1
+        if self.pending[f] == 0:
+            self._close_shard(f)
+
     def finish(self) -> None:
-        for f, w in self.writers.items():
-            for n in self.rest[f]:
-                self.copy(n)
-            w.close()
+        for f in self.writers:
+            if self.pending[f] > 0:
+                self._close_shard(f)
 
 
 class _WriteBehind:
@@ -522,6 +536,7 @@ def _stamp_tensor(
             writer.submit(partial(outs[i].copy, name, n_tau * info.itemsize))
             if progress:
                 progress((info.numel - n_tau) * info.itemsize)
+        writer.submit(partial(outs[i].done, name))
     return read
 
 

@@ -18,12 +18,13 @@ def address_of(buf: mmap.mmap) -> int:
 
 
 class Buffer:
-    """``Buffer(nbytes)``: anonymous, page-aligned, zero-filled memory; ``.addr`` its address,
+    """``Buffer(nbytes)``: private anonymous, page-aligned, zero-filled memory; ``.addr`` its address,
     ``.view`` a writable memoryview of it. Freed when the object is."""
 
     def __init__(self, nbytes: int) -> None:
         self.nbytes = int(nbytes)
-        self._mem = mmap.mmap(-1, max(self.nbytes, 1))
+        flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+        self._mem = mmap.mmap(-1, max(self.nbytes, 1), flags=flags) if flags else mmap.mmap(-1, max(self.nbytes, 1))
         self.addr = address_of(self._mem)
         self.view = memoryview(self._mem)[: self.nbytes]
 

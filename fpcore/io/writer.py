@@ -29,7 +29,7 @@ WRITEBACK_BYTES = 64 << 20
 # Direct I/O (O_DIRECT): bytes gathered into page-aligned blocks of DIRECT_BLOCK, each written whole
 # by an I/O thread while the next fills. Offsets and lengths stay multiples of DIRECT_ALIGN (4096:
 # every common device's logical block divides it).
-DIRECT_BLOCK = 8 << 20
+DIRECT_BLOCK = 4 << 20
 DIRECT_ALIGN = 4096
 DIRECT_DEPTH = 3
 
