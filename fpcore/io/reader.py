@@ -153,7 +153,8 @@ class Checkpoint:
         torch. Never write through it. Pair with release_range() to keep resident memory bounded."""
         info = self.info(name)
         m = self._map(info.file)
-        if info.end > len(m):
+        # a file cut short after it was mapped would fault (SIGBUS) on the missing pages: check first
+        if info.end > min(len(m), os.fstat(self.fd(info.file)).st_size):
             raise CheckpointError(f"{info.file}: tensor {name!r} ends past the file's end (it shrank while open?)")
         base = self._addrs.get(info.file)
         if base is None:

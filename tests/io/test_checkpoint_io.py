@@ -252,3 +252,15 @@ def test_address_reads_the_file_in_place(tmp_path):
     ck.release_range("b", 100, info.nbytes - 100)
     assert ctypes.string_at(ck.address("b") + 2, 8) == want[2:10]
     assert ctypes.string_at(ck.address("b"), info.nbytes) == want
+
+
+def test_address_refuses_a_file_cut_short_after_opening(tmp_path):
+    path = tmp_path / "m.safetensors"
+    write_safetensors(path, {"a": torch.zeros(1000), "b": torch.ones(1000)})
+    ck = Checkpoint(path)
+    ck.address("b")
+    with open(path, "r+b") as f:
+        f.truncate(ck.info("b").start + 10)
+    with pytest.raises(CheckpointError, match=r"tensor 'b' ends past the file's end"):
+        ck.address("b")
+    ck.address("a")  # still whole
