@@ -10,31 +10,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._exports import TENSOR_OPS
 from ._native import HAS_NATIVE, NATIVE_LOAD_ERROR
 
 # The tensor API imports torch, which costs a second or more; it is loaded on first use, so
 # commands that only stream files (`fpcore stamp`) start without it.
-_LAZY = {
-    "use_backend": "fpcore._forced",
-    **dict.fromkeys(
-        (
-            "PairStats",
-            "Projection",
-            "TrajectoryStats",
-            "extract",
-            "extract_tensors",
-            "matching_loss",
-            "matching_loss_batch",
-            "pair_stats",
-            "projection",
-            "stamp",
-            "stamp_",
-            "stamp_tensors_",
-            "trajectory_stats",
-        ),
-        "fpcore.ops",
-    ),
-}
+_LAZY = {"use_backend": "fpcore._forced", **dict.fromkeys(TENSOR_OPS, "fpcore.ops")}
 
 
 def __getattr__(name: str) -> Any:
@@ -69,24 +50,4 @@ def get_num_threads() -> int:
     return int(require_native("get_num_threads").num_threads()) if HAS_NATIVE else 1
 
 
-__all__ = [
-    "HAS_NATIVE",
-    "NATIVE_LOAD_ERROR",
-    "PairStats",
-    "Projection",
-    "TrajectoryStats",
-    "__version__",
-    "extract",
-    "extract_tensors",
-    "matching_loss",
-    "matching_loss_batch",
-    "pair_stats",
-    "projection",
-    "set_num_threads",
-    "get_num_threads",
-    "stamp",
-    "stamp_",
-    "stamp_tensors_",
-    "trajectory_stats",
-    "use_backend",
-]
+__all__ = ["HAS_NATIVE", "NATIVE_LOAD_ERROR", "__version__", "get_num_threads", "set_num_threads", *_LAZY]

@@ -1,25 +1,13 @@
-"""Public tensor ops: validation and dispatch. The only door to the kernels."""
+"""Public tensor ops: validation and dispatch; the tensor door to the kernels (fpcore.rawops is the
+raw-memory one, for file streaming without torch). Names re-exported, listed in fpcore._exports."""
 
-from .extract import extract, extract_tensors
-from .matching_loss import matching_loss, matching_loss_batch
-from .pair_stats import PairStats, all_finite, pair_stats
-from .projection import Projection, projection
-from .stamp import stamp, stamp_, stamp_tensors_
-from .trajectory import TrajectoryStats, trajectory_stats
+from fpcore._exports import TENSOR_OPS
 
-__all__ = [
-    "PairStats",
-    "Projection",
-    "TrajectoryStats",
-    "all_finite",
-    "extract",
-    "extract_tensors",
-    "matching_loss",
-    "matching_loss_batch",
-    "pair_stats",
-    "projection",
-    "stamp",
-    "stamp_",
-    "stamp_tensors_",
-    "trajectory_stats",
-]
+from .extract import extract, extract_tensors  # noqa: F401
+from .matching_loss import matching_loss, matching_loss_batch  # noqa: F401
+from .pair_stats import PairStats, all_finite, pair_stats  # noqa: F401
+from .projection import Projection, projection  # noqa: F401
+from .stamp import stamp, stamp_, stamp_tensors_  # noqa: F401
+from .trajectory import TrajectoryStats, trajectory_stats  # noqa: F401
+
+__all__ = ["all_finite", *TENSOR_OPS]
