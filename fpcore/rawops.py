@@ -1,4 +1,5 @@
-"""The elementwise ops a file-streaming pass needs, over raw host memory and without torch.
+"""The ops a file-streaming pass needs (stamp, pair sums, a finiteness check), over raw host memory
+and without torch.
 
 ``fpcore stamp`` streams checkpoints chunk by chunk from memory maps into aligned output buffers;
 importing torch would cost it more than a second of start-up. These ops take regions given as an
@@ -17,7 +18,7 @@ from __future__ import annotations
 import ctypes
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from fpcore import _native
 from fpcore._forced import forced_backend
@@ -110,6 +111,33 @@ def stamp_raw(out: Region, base: Region, vectors: Sequence[Region], alphas: Sequ
     from fpcore.backends.reference.stamp import stamp_reference
 
     stamp_reference(_tensor(o, n), _tensor(ins[0][1], n), [_tensor(r, n) for _, r in ins[1:]], list(alphas))
+
+
+class PairSums(NamedTuple):
+    """Sums over a pair of regions x, y (fp64 accumulation; d = x - y formed in fp32)."""
+
+    dot: float  # <x, y>
+    xx: float  # |x|^2
+    yy: float  # |y|^2
+    l1: float  # sum |d|
+    l2sq: float  # sum d^2
+    linf: float  # max |d| (NaN if any d is NaN)
+    n: int
+
+
+def pair_stats_raw(a: Region, b: Region, n: int) -> PairSums:
+    """<a,b>, |a|^2, |b|^2, l1, l2^2 and l-inf of a - b over n contiguous elements (the sums of
+    fpcore.ops.pair_stats). Raises TypeError for another dtype, ValueError for a bad address."""
+    op = "pair_stats"
+    x, y = _check(op, "a", a, n), _check(op, "b", b, n)
+    if n == 0:
+        return PairSums(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+    if backend_for(op) == "cpu":
+        C = _native.require_native(op)
+        return PairSums(*C.pair_stats([x[0]], [CODES[x[1]]], [y[0]], [CODES[y[1]]], [n]))
+    from fpcore.backends.reference.pair_stats import pair_stats_reference
+
+    return PairSums(*pair_stats_reference([_tensor(x, n)], [_tensor(y, n)]))
 
 
 def all_finite_raw(region: Region, n: int) -> bool:

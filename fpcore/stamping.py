@@ -16,6 +16,7 @@ import queue
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,8 +28,9 @@ from fpcore._native import HAS_NATIVE
 from fpcore.io import AtomicOutput, Checkpoint, CheckpointError, SafetensorsWriter
 from fpcore.io.atomic import TMP_PREFIX, fsync_dir
 from fpcore.io.buffers import Buffer
+from fpcore.io.format import FORMAT_DTYPES
 from fpcore.io.reader import INDEX
-from fpcore.vector import STORE_FORMATS, FingerprintVector, VectorMeta, architecture, is_embedding, tensor_digest
+from fpcore.vector import STORE_FORMATS, FingerprintVector, VectorMeta, architecture, is_embedding
 
 Progress = Callable[[int], None]  # called with bytes processed
 
@@ -91,18 +93,20 @@ def extract(
     out by include/exclude globs or skip_embed, and all-zero deltas are not stored; the file lists
     them with the reason. The base's lineage digest and architecture go into the metadata.
 
+    Two streaming passes, chunk by chunk from memory maps, without torch: the first hashes the base
+    (lineage) and sums |tuned - base| per tensor (zero deltas, the unrelated-base check), so that
+    nothing is written before every check has passed; the second computes tau (the stamp kernel
+    with alpha = -1: fp32 math, one rounding to `dtype`) and writes it.
+
     Raises:
         CheckpointError naming the file and tensor (mismatched names or shapes, non-finite tau
         unless allow_nonfinite, unreadable files, a BASE that is not TUNED's base: |tuned - base|
         above UNRELATED_BASE_RATIO of |base| unless force); FileExistsError if `out` exists (overwrite=False);
         ValueError for an unknown dtype.
     """
-    from fpcore import ops
-    from fpcore.vector import STORE_DTYPES
-
     if dtype not in STORE_FORMATS:
         raise ValueError(f"extract: dtype must be one of {', '.join(STORE_FORMATS)}, got {dtype!r}")
-    store = STORE_DTYPES[dtype]
+    store = STORE_FORMATS[dtype]
     tck, bck = Checkpoint(tuned), Checkpoint(base)
     missing = [n for n in bck.names() if n not in tck]
     extra = [n for n in tck.names() if n not in bck]
@@ -114,37 +118,39 @@ def extract(
     digests: dict[str, tuple[list[int], str, str]] = {}
     keep: list[str] = []
     delta_sq = base_sq = 0.0  # |tuned - base|^2 and |base|^2 over the float tensors compared
-    # pass 1: lineage digest of the base, shapes, and which deltas are all zero
-    for name in bck.names():
-        bi, ti = bck.info(name), tck.info(name)
-        if bi.shape != ti.shape:
-            raise CheckpointError(f"{tck.path}: tensor {name!r} has shape {ti.shape}, the base has {bi.shape}")
-        b = bck.get(name)
-        digests[name] = (list(bi.shape), str(bi.dtype), tensor_digest(b))
-        if not (b.is_floating_point() and b.dtype in STORE_DTYPES.values()):
-            skipped[name] = f"not a float tensor ({bi.dtype})"
-        elif not _selected(name, include, exclude):
-            skipped[name] = "excluded by --include/--exclude"
-        elif skip_embed and is_embedding(name):
-            skipped[name] = "embedding or output head (--skip-embed)"
-        else:
-            t = tck.get(name)
-            # One pass gives both the zero test and the drift: max |f32(t) - f32(b)| is 0 exactly when
-            # every fp32 delta is 0 (IEEE subtraction of distinct values is never 0); a NaN/Inf delta
-            # makes the sums non-finite and is left to the finiteness check of pass 2.
-            st = ops.pair_stats(t.reshape(-1), b.reshape(-1)) if t.numel() else None
-            finite = st is None or (math.isfinite(st.l2sq) and math.isfinite(st.norm_b))
-            if st is None or (st.linf == 0 and finite):
-                skipped[name] = "all-zero delta"
-            else:
-                keep.append(name)
-            if st is not None and finite:
-                delta_sq += st.l2sq
-                base_sq += st.norm_b**2
-        bck.release(name)
-        tck.release(name)
-        if progress:
-            progress(bi.nbytes)
+    # pass 1: lineage digest of the base, shapes, and which deltas are all zero; the base is hashed
+    # on a second thread while this one sums (hashlib releases the GIL)
+    threads = _compute_threads(max(1, fpcore.get_num_threads() - 1))
+    with threads, ThreadPoolExecutor(1, thread_name_prefix="fpcore-hash") as hasher:
+        for name in bck.names():
+            bi, ti = bck.info(name), tck.info(name)
+            if bi.shape != ti.shape:
+                raise CheckpointError(f"{tck.path}: tensor {name!r} has shape {ti.shape}, the base has {bi.shape}")
+            if bi.format_dtype not in rawops.CODES:
+                skipped[name] = f"not a float tensor ({bi.dtype_name})"
+            elif ti.format_dtype not in rawops.CODES:
+                raise CheckpointError(f"{tck.path}: tensor {name!r} is {ti.dtype_name}, the base's is {bi.dtype_name}")
+            elif not _selected(name, include, exclude):
+                skipped[name] = "excluded by --include/--exclude"
+            elif skip_embed and is_embedding(name):
+                skipped[name] = "embedding or output head (--skip-embed)"
+            compare = name not in skipped
+            digest, st = _digest_and_sums(bck, tck if compare else None, name, hasher)
+            digests[name] = (list(bi.shape), bi.dtype_name, digest)
+            if compare:
+                # max |f32(t) - f32(b)| is 0 exactly when every fp32 delta is 0 (IEEE subtraction of
+                # distinct values is never 0); a NaN/Inf delta makes the sums non-finite and is left
+                # to the finiteness check of pass 2.
+                finite = math.isfinite(st.l2sq) and math.isfinite(st.yy)
+                if st.linf == 0 and finite:
+                    skipped[name] = "all-zero delta"
+                else:
+                    keep.append(name)
+                if finite:
+                    delta_sq += st.l2sq
+                    base_sq += st.yy
+            if progress:
+                progress(bi.nbytes)
     if not force and base_sq > 0 and math.sqrt(delta_sq / base_sq) > UNRELATED_BASE_RATIO:
         raise CheckpointError(
             f"{tck.path}: differs from {bck.path} by {100 * math.sqrt(delta_sq / base_sq):.0f}% of the base's norm; "
@@ -161,20 +167,76 @@ def extract(
     layout = [(n, store, bck.info(n).shape) for n in keep]
     written = 0
     with AtomicOutput(out, overwrite=overwrite, is_file=True) as tmp:
-        with SafetensorsWriter(tmp, layout, meta.to_strings()) as w:
-            for name in keep:
-                tau = ops.extract(tck.get(name), bck.get(name), dtype=store)
-                if not allow_nonfinite and not ops.all_finite(tau):
-                    raise CheckpointError(
-                        f"{tck.path}: tensor {name!r}: tau has non-finite values (pass --allow-nonfinite to keep them)"
-                    )
-                w.write(name, tau)
-                bck.release(name)
-                tck.release(name)
-                written += tau.numel() * tau.element_size()
-                if progress:
-                    progress(bck.info(name).nbytes)
+        w = SafetensorsWriter(tmp, layout, meta.to_strings(), direct=True)
+        writer = _WriteBehind()
+        try:
+            with _compute_threads(max(1, fpcore.get_num_threads() - 1)):
+                for name in keep:
+                    written += _extract_tensor(name, tck, bck, store, w, writer, allow_nonfinite)
+                    if progress:
+                        progress(bck.info(name).nbytes)
+            writer.submit(w.close)
+        except BaseException:
+            writer.close(raise_error=False)
+            w.abort()
+            raise
+        writer.close()
     return ExtractResult(Path(out), len(keep), skipped, dtype, meta.base_digest, written)
+
+
+def _digest_and_sums(
+    bck: Checkpoint, tck: Checkpoint | None, name: str, hasher: ThreadPoolExecutor
+) -> tuple[str, rawops.PairSums]:
+    """sha256 of the base tensor's bytes (on `hasher`) and, with `tck`, the pair sums of tuned
+    against it, chunk by chunk."""
+    bi = bck.info(name)
+    h = hashlib.sha256()
+    dot = xx = yy = l1 = l2sq = linf = 0.0
+    step = STREAM_ELEMS * bi.itemsize
+    for off in range(0, bi.nbytes, step):
+        nb = min(step, bi.nbytes - off)
+        hashed = hasher.submit(h.update, bck.view(name, off, nb))
+        if tck is not None:
+            ti = tck.info(name)
+            e = nb // bi.itemsize
+            toff = off // bi.itemsize * ti.itemsize
+            s = rawops.pair_stats_raw(
+                (tck.address(name) + toff, ti.format_dtype), (bck.address(name) + off, bi.format_dtype), e
+            )
+            dot, xx, yy, l1, l2sq = dot + s.dot, xx + s.xx, yy + s.yy, l1 + s.l1, l2sq + s.l2sq
+            linf = s.linf if (s.linf != s.linf or s.linf > linf) else linf  # NaN sticks
+            tck.release_range(name, toff, e * ti.itemsize)
+        hashed.result()
+        bck.release_range(name, off, nb)
+    return h.hexdigest(), rawops.PairSums(dot, xx, yy, l1, l2sq, linf, bi.numel)
+
+
+def _extract_tensor(
+    name: str,
+    tck: Checkpoint,
+    bck: Checkpoint,
+    store: str,
+    w: SafetensorsWriter,
+    writer: _WriteBehind,
+    allow_nonfinite: bool,
+) -> int:
+    """tau = tuned - base for tensor `name`, chunk by chunk, into the writer; returns bytes written."""
+    ti, bi = tck.info(name), bck.info(name)
+    isz = FORMAT_DTYPES[store][0]
+    for off in range(0, ti.numel, STREAM_ELEMS):
+        e = min(STREAM_ELEMS, ti.numel - off)
+        raw = writer.buffer(e * isz)
+        tuned = (tck.address(name) + off * ti.itemsize, ti.format_dtype)
+        base = (bck.address(name) + off * bi.itemsize, bi.format_dtype)
+        rawops.stamp_raw((raw.addr, store), tuned, [base], [-1.0], e)
+        tck.release_range(name, off * ti.itemsize, e * ti.itemsize)
+        bck.release_range(name, off * bi.itemsize, e * bi.itemsize)
+        if not allow_nonfinite and not rawops.all_finite_raw((raw.addr, store), e):
+            raise CheckpointError(
+                f"{tck.path}: tensor {name!r}: tau has non-finite values (pass --allow-nonfinite to keep them)"
+            )
+        writer.submit(partial(w.write_part, name, raw.view[: e * isz]), raw)
+    return ti.numel * isz
 
 
 # ---- stamping ----------------------------------------------------------------------------------

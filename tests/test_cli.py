@@ -99,9 +99,10 @@ def test_multiple_vectors_with_own_alpha(models, capsys):
     assert torch.equal(s.get(n), fpcore.stamp(d1.get(n), [v1.get(n), v2.get(n)], [0.5, -1.0]))
 
 
-def test_stamp_and_unstamp_run_without_torch(models):
+def test_extract_stamp_and_unstamp_run_without_torch(models):
     """The streaming commands never import torch (it would cost a second or more of start-up): the
-    stamped model still matches fpcore.stamp bit for bit."""
+    vector is the same file as extract's in-process one, the stamped model matches fpcore.stamp bit
+    for bit."""
     from fpcore import stamping
     from fpcore.ops import stamp as stamp_op
 
@@ -111,9 +112,10 @@ def test_stamp_and_unstamp_run_without_torch(models):
     opts = ["--quiet", "--alpha", "0.5"]
     stamp_args = ["stamp", str(vec), str(models["d1"]), "-o", str(t / "out"), *opts]
     unstamp_args = ["unstamp", str(vec), str(t / "out"), "-o", str(t / "un"), *opts]
+    extract_args = ["extract", str(models["tuned"]), str(models["base"]), "-o", str(t / "v2.safetensors"), "--quiet"]
     code = (
         "import sys\nfrom fpcore.cli import main\n"
-        f"rc = main({stamp_args!r}) + main({unstamp_args!r})\n"
+        f"rc = main({stamp_args!r}) + main({unstamp_args!r}) + main({extract_args!r})\n"
         "print(rc, 'torch' in sys.modules)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -122,3 +124,4 @@ def test_stamp_and_unstamp_run_without_torch(models):
     for name in v.names():
         assert torch.equal(out.get(name), stamp_op(down.get(name), v.get(name), 0.5))
     assert Checkpoint(t / "un").names() == down.names()
+    assert (t / "v2.safetensors").read_bytes() == vec.read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import mmap
 import os
@@ -160,6 +161,17 @@ class Checkpoint:
         if base is None:
             base = self._addrs[info.file] = address_of(m)
         return base + info.start
+
+    def view(self, name: str, offset: int, nbytes: int) -> memoryview:
+        """Bytes [offset, offset + nbytes) of tensor `name` in place (see address(); e.g. to hash)."""
+        info = self.info(name)
+        if offset < 0 or nbytes < 0 or offset + nbytes > info.nbytes:
+            raise CheckpointError(
+                f"{info.file}: bytes [{offset}, {offset + nbytes}) are outside tensor {name!r} ({info.nbytes} bytes)"
+            )
+        if nbytes == 0:
+            return memoryview(b"")
+        return memoryview((ctypes.c_char * nbytes).from_address(self.address(name) + offset)).cast("B")
 
     def release_range(self, name: str, offset: int, nbytes: int) -> None:
         """Let the OS drop the mapped pages of bytes [offset, offset + nbytes) of tensor `name` (the

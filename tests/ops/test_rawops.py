@@ -97,3 +97,19 @@ def test_streaming_modules_import_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("adt", DTYPES)
+@pytest.mark.parametrize("bdt", DTYPES)
+def test_pair_stats_raw_matches_ops_pair_stats(backend, adt, bdt):
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(4099, generator=g).to(adt)
+    b = torch.randn(4099, generator=g).to(bdt)
+    with fpcore.use_backend(backend):
+        got = rawops.pair_stats_raw(region(a), region(b), a.numel())
+    want = fpcore.pair_stats(a, b)
+    assert got.n == 4099 and got.linf == want.linf
+    for x, y in [(got.l2sq, want.l2sq), (got.yy, want.norm_b**2), (got.dot, want.dot), (got.l1, want.l1)]:
+        assert x == pytest.approx(y, rel=1e-6)  # fp64 sums in another order (reference vs native)
+    assert rawops.pair_stats_raw(region(a), region(b), 0).n == 0
