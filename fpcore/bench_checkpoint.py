@@ -566,6 +566,22 @@ def bench(args: argparse.Namespace, log) -> dict[str, object]:
                 f"peak RSS {s.peak_rss / 2**20:.0f} MiB (anon {s.peak_rss_anon / 2**20:.0f}, "
                 f"file {s.peak_rss_file / 2**20:.0f})"
             )
+        # extract (two streaming passes over tuned and base, tau written) in a fresh process
+        xs, xrss = [], []
+        for _ in range(args.reps):
+            x = work / "x.safetensors"
+            x.unlink(missing_ok=True)
+            r = run_child(
+                [sys.executable, "-m", "fpcore.cli", "extract", str(b.tuned), str(b.base), "-o", str(x), "--quiet"],
+                env=_child_env(),
+            )
+            if r.returncode != 0:
+                raise RuntimeError(f"extract failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+            xs.append(r.seconds)
+            xrss.append(r.peak_rss)
+            x.unlink()
+        res["extract"] = {"seconds": xs, "median_s": _med(xs), "peak_rss": max(xrss), "bytes_read": 2 * mb}
+        log(f"  extract: {_med(xs):.2f} s (median), peak RSS {max(xrss) / 2**20:.0f} MiB")
         base_rss = run_child([sys.executable, "-m", "fpcore.cli", "--version"], env=_child_env())
         res["baseline"] = {
             "what": "python -m fpcore.cli --version (interpreter + fpcore import, no torch)",
@@ -713,10 +729,17 @@ def report(res: dict[str, object]) -> str:
         f"{'fpcore stamp (in-process)':<26}{st['in_process_median_s']:>10.2f}"
         f"{st['bytes_moved'] / st['in_process_median_s'] / GB:>8.2f}{'':>14}",
     ]
+    if "extract" in res:
+        x = res["extract"]
+        xgbps = (x["bytes_read"] + m["tau_bytes"]) / x["median_s"] / GB
+        lines.append(f"{'fpcore extract (process)':<26}{x['median_s']:>10.2f}{xgbps:>8.2f}{x['peak_rss'] / mib:>14.0f}")
     mk = res.get("mergekit", {})
     if "median_s" in mk:
         lines.append(f"{'mergekit linear':<26}{mk['median_s']:>10.2f}{mk['gbps']:>8.2f}{mk['peak_rss'] / mib:>14.0f}")
-    lines.append(f"GB/s count bytes read + written ({st['bytes_moved'] / GB:.2f} GB); each run a fresh process")
+    lines.append(
+        f"GB/s count bytes read + written ({st['bytes_moved'] / GB:.2f} GB for stamp and the floors; tuned + base "
+        f"read, tau written for extract, which reads its inputs twice); each run a fresh process"
+    )
     lines.append("")
     ok = "ok" if st["ratio_to_floor"] <= 1.3 else "MISSED"
     lines.append(
