@@ -582,6 +582,29 @@ def bench(args: argparse.Namespace, log) -> dict[str, object]:
             x.unlink()
         res["extract"] = {"seconds": xs, "median_s": _med(xs), "peak_rss": max(xrss), "bytes_read": 2 * mb}
         log(f"  extract: {_med(xs):.2f} s (median), peak RSS {max(xrss) / 2**20:.0f} MiB")
+        # detect (one streaming pass over tau, suspect and base) in a fresh process
+        ds, drss = [], []
+        for _ in range(args.reps):
+            r = run_child(
+                [
+                    sys.executable,
+                    "-m",
+                    "fpcore.cli",
+                    "detect",
+                    str(b.tau),
+                    str(b.tuned),
+                    "--base",
+                    str(b.base),
+                    "--quiet",
+                ],
+                env=_child_env(),
+            )
+            if r.returncode != 0:  # the tuned model is base + tau: detect must find it
+                raise RuntimeError(f"detect failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+            ds.append(r.seconds)
+            drss.append(r.peak_rss)
+        res["detect"] = {"seconds": ds, "median_s": _med(ds), "peak_rss": max(drss), "bytes_read": 2 * mb + tb}
+        log(f"  detect: {_med(ds):.2f} s (median), peak RSS {max(drss) / 2**20:.0f} MiB")
         base_rss = run_child([sys.executable, "-m", "fpcore.cli", "--version"], env=_child_env())
         res["baseline"] = {
             "what": "python -m fpcore.cli --version (interpreter + fpcore import, no torch)",
@@ -733,12 +756,17 @@ def report(res: dict[str, object]) -> str:
         x = res["extract"]
         xgbps = (x["bytes_read"] + m["tau_bytes"]) / x["median_s"] / GB
         lines.append(f"{'fpcore extract (process)':<26}{x['median_s']:>10.2f}{xgbps:>8.2f}{x['peak_rss'] / mib:>14.0f}")
+    if "detect" in res:
+        x = res["detect"]
+        xgbps = x["bytes_read"] / x["median_s"] / GB
+        lines.append(f"{'fpcore detect (process)':<26}{x['median_s']:>10.2f}{xgbps:>8.2f}{x['peak_rss'] / mib:>14.0f}")
     mk = res.get("mergekit", {})
     if "median_s" in mk:
         lines.append(f"{'mergekit linear':<26}{mk['median_s']:>10.2f}{mk['gbps']:>8.2f}{mk['peak_rss'] / mib:>14.0f}")
     lines.append(
         f"GB/s count bytes read + written ({st['bytes_moved'] / GB:.2f} GB for stamp and the floors; tuned + base "
-        f"read, tau written for extract, which reads its inputs twice); each run a fresh process"
+        f"read, tau written for extract, which reads its inputs twice; tau, suspect and base read for detect); "
+        f"each run a fresh process"
     )
     lines.append("")
     ok = "ok" if st["ratio_to_floor"] <= 1.3 else "MISSED"

@@ -1,8 +1,10 @@
 """White-box fingerprint detection: is `suspect` = (some model derived from `base`) + alpha*tau?
 
 One streaming pass over the vector's tensors: each tau tensor and the matching suspect and base
-tensors are read once and reduced with the `triple_stats` primitive (d = suspect - base, z = tau:
-<d,z>, |d|^2, |z|^2). The sums are aggregated across tensors for the overall figures
+tensors are read once, chunk by chunk from memory maps (pages dropped as soon as a chunk is done,
+so memory stays flat whatever the model's size; no torch), and reduced with the `triple_stats`
+primitive (d = suspect - base, z = tau: <d,z>, |d|^2, |z|^2). The sums are aggregated across
+tensors for the overall figures
 
     alpha_hat = sum <s-b, tau> / sum |tau|^2          (the stamping strength read back)
     cosine    = sum <s-b, tau> / sqrt(sum |s-b|^2 * sum |tau|^2)
@@ -17,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fpcore
+from fpcore import rawops
 from fpcore.io import Checkpoint, CheckpointError
-from fpcore.ops.pair_stats import paired_vectors, run_reduction
 from fpcore.vector import FingerprintVector
 
 Progress = Callable[[int], None]  # called with bytes processed
@@ -71,6 +74,23 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else float("nan")
 
 
+def _triple_sums(
+    name: str, sck: Checkpoint, bck: Checkpoint, zck: Checkpoint, n: int, chunk: int
+) -> tuple[float, float, float]:
+    """<s - b, z>, |s - b|^2, |z|^2 over the first n elements of tensor `name`, chunk by chunk."""
+    cks = (sck, bck, zck)
+    dz = dd = zz = 0.0
+    for off in range(0, n, chunk):
+        e = min(chunk, n - off)
+        regions = [(ck.address(name) + off * ck.info(name).itemsize, ck.info(name).format_dtype) for ck in cks]
+        a, b, c, _, _ = rawops.triple_stats_raw(*regions, e)
+        dz, dd, zz = dz + a, dd + b, zz + c
+        for ck in cks:
+            isz = ck.info(name).itemsize
+            ck.release_range(name, off * isz, e * isz)
+    return dz, dd, zz
+
+
 def detect(
     vector: str | Path,
     suspect: str | Path,
@@ -101,25 +121,29 @@ def detect(
     dz_t = dd_t = zz_t = 0.0
     n_t = 0
     scores: list[TensorScore] = []
-    for name in vec.names():
-        if name not in sck:  # tied embeddings (check_target noted it)
-            continue
-        for ck in (sck, bck):
-            if not ck.info(name).dtype.is_floating_point:
-                raise CheckpointError(f"{ck.path}: tensor {name!r} is {ck.info(name).dtype}, not a float tensor")
-        z = vec.get(name)
-        b = bck.get(name)
-        s = sck.get(name)
-        note = ""
-        if s.shape != z.shape:  # vocabulary growth: the shared rows
-            note = f"shared {z.shape[0]} of {s.shape[0]} rows"
-            s = s[: z.shape[0]]
-        s, b, z = (lst[0] for lst in paired_vectors("detect", ["suspect", "base", "vector"], [s, b, z]))
-        dz, dd, zz, _, n = run_reduction("detect", "triple_stats", [[s], [b], [z]])
-        dz_t, dd_t, zz_t, n_t = dz_t + dz, dd_t + dd, zz_t + zz, n_t + int(n)
-        scores.append(TensorScore(name, _ratio(dz, zz), _ratio(dz, math.sqrt(dd * zz)), int(n), note))
-        if progress:
-            progress(s.numel() * s.element_size() + b.numel() * b.element_size() + z.numel() * z.element_size())
+    from fpcore.stamping import STREAM_ELEMS, _compute_threads
+
+    with _compute_threads(max(1, fpcore.get_num_threads() - 1)):
+        for name in vec.names():
+            if name not in sck:  # tied embeddings (check_target noted it)
+                continue
+            for ck in (sck, bck, vec.ckpt):
+                info = ck.info(name)
+                if not info.is_float:
+                    raise CheckpointError(f"{ck.path}: tensor {name!r} is {info.dtype_name}, not a float tensor")
+                if info.format_dtype not in rawops.CODES:
+                    raise CheckpointError(
+                        f"{ck.path}: tensor {name!r} is {info.dtype_name}; detect takes float32, bfloat16 or float16"
+                    )
+            n_z = vec.ckpt.info(name).numel
+            note = ""
+            if sck.info(name).numel != n_z:  # vocabulary growth: the shared (leading) rows
+                note = f"shared {vec.ckpt.info(name).shape[0]} of {sck.info(name).shape[0]} rows"
+            dz, dd, zz = _triple_sums(name, sck, bck, vec.ckpt, n_z, STREAM_ELEMS)
+            dz_t, dd_t, zz_t, n_t = dz_t + dz, dd_t + dd, zz_t + zz, n_t + n_z
+            scores.append(TensorScore(name, _ratio(dz, zz), _ratio(dz, math.sqrt(dd * zz)), n_z, note))
+            if progress:
+                progress(n_z * sum(ck.info(name).itemsize for ck in (sck, bck, vec.ckpt)))
     if zz_t == 0.0:
         raise ValueError(f"{vec.path}: the fingerprint vector is all zeros over the suspect's tensors")
     alpha_hat = dz_t / zz_t

@@ -140,6 +140,22 @@ def pair_stats_raw(a: Region, b: Region, n: int) -> PairSums:
     return PairSums(*pair_stats_reference([_tensor(x, n)], [_tensor(y, n)]))
 
 
+def triple_stats_raw(x: Region, y: Region, z: Region, n: int) -> tuple[float, float, float, float, int]:
+    """d = x - y (fp32): (<d,z>, |d|^2, |z|^2, |z - y|^2, n) over n contiguous elements, fp64 sums
+    (fpcore.ops.projection's primitive). Raises TypeError for another dtype, ValueError for a bad address."""
+    op = "triple_stats"
+    a, b, c = _check(op, "x", x, n), _check(op, "y", y, n), _check(op, "z", z, n)
+    if n == 0:
+        return 0.0, 0.0, 0.0, 0.0, 0
+    if backend_for(op) == "cpu":
+        C = _native.require_native(op)
+        codes = [CODES[r[1]] for r in (a, b, c)]
+        return tuple(C.triple_stats([a[0]], [codes[0]], [b[0]], [codes[1]], [c[0]], [codes[2]], [n]))
+    from fpcore.backends.reference.pair_stats import triple_stats_reference
+
+    return triple_stats_reference([_tensor(a, n)], [_tensor(b, n)], [_tensor(c, n)])
+
+
 def all_finite_raw(region: Region, n: int) -> bool:
     """True when none of the n elements at `region` is NaN or Inf.
 

@@ -1,12 +1,10 @@
 """White-box detection (fpcore.detect and `fpcore detect`): verdicts, exit codes, lineage, JSON."""
 
 import json
-from collections import Counter
 
 import pytest
 import torch
 
-import fpcore
 from fpcore import stamping
 from fpcore.cli import main
 from fpcore.detect import ALPHA_MIN, COSINE_MIN, detect
@@ -49,17 +47,29 @@ def test_stamped_model_is_detected(fam, alpha, capsys):
 
 
 def test_figures_match_projection_and_each_tensor_is_read_once(fam, monkeypatch):
-    reads = Counter()
-    get = Checkpoint.get
+    """Every tensor of the three checkpoints is streamed once: the chunks handed back (release_range,
+    after each is reduced) tile each tensor exactly once, in order. Chunks are shrunk to 16 elements
+    so that every tensor takes several."""
+    import fpcore.stamping
 
-    def counting_get(self, name):
-        reads[(str(self.path), name)] += 1
-        return get(self, name)
+    chunks = {}
+    release = Checkpoint.release_range
 
-    monkeypatch.setattr(Checkpoint, "get", counting_get)
+    def recording(self, name, offset, nbytes):
+        chunks.setdefault((str(self.path), name), []).append((offset, nbytes))
+        return release(self, name, offset, nbytes)
+
+    monkeypatch.setattr(Checkpoint, "release_range", recording)
+    monkeypatch.setattr(fpcore.stamping, "STREAM_ELEMS", 16)
     r = detect(fam["vec"], fam["stamped"][1.0], fam["base"])
     names = [t.name for t in r.per_tensor]
-    assert set(reads.values()) == {1} and len(reads) == 3 * len(names)
+    assert len(chunks) == 3 * len(names)
+    for (path, name), got in chunks.items():
+        offs = [0]
+        for off, nb in got:
+            assert off == offs[-1]
+            offs.append(off + nb)
+        assert offs[-1] == Checkpoint(path).info(name).nbytes and len(got) > 1
     monkeypatch.undo()
     s, b, v = Checkpoint(fam["stamped"][1.0]), Checkpoint(fam["base"]), Checkpoint(fam["vec"])
     want = fpcore.projection([s.get(n) for n in names], [b.get(n) for n in names], [v.get(n) for n in names])
