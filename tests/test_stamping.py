@@ -200,10 +200,17 @@ def test_refusals(family):
     assert not (family["tmp"] / "nan.safetensors").exists()
 
 
-def test_chunked_streaming_matches_whole_tensor_stamp(family, monkeypatch):
+@pytest.mark.parametrize("blocks", ["default", "tiny"])
+def test_chunked_streaming_matches_whole_tensor_stamp(family, monkeypatch, blocks):
     """Tensors far larger than a chunk (chunk shrunk to 40 elements): two vectors of mixed dtypes,
-    vocabulary growth, several models; every output equals fpcore.stamp over whole tensors."""
+    vocabulary growth, several models; every output equals fpcore.stamp over whole tensors. With
+    "tiny" the writers' O_DIRECT blocks are 512 bytes, so block edges fall inside chunks and tensors."""
+    import fpcore.io.writer as wmod
+
     monkeypatch.setattr(stamping, "STREAM_ELEMS", 40)
+    if blocks == "tiny":
+        monkeypatch.setattr(wmod, "DIRECT_BLOCK", 512)
+        monkeypatch.setattr(wmod, "DIRECT_ALIGN", 512)
     v1, v2 = family["tmp"] / "v1.safetensors", family["tmp"] / "v2.safetensors"
     stamping.extract(family["tuned"], family["base"], v1, dtype="fp32")
     stamping.extract(family["down2"], family["base"], v2, dtype="bf16")
