@@ -406,6 +406,9 @@ def _compute_threads(n: int) -> Iterator[None]:
 # small enough that a chunk stays in the last-level cache between the finiteness check, the kernel
 # and the copy into the writer's block.
 STREAM_ELEMS = 1 << 21
+# Bytes of each input the OS is asked to read ahead of the chunk being computed (files not in the
+# page cache then stream from disk while the kernels work).
+PREFETCH_BYTES = 32 << 20
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -569,6 +572,8 @@ def _stamp_tensor(
     read = 0
     for off in range(0, n_tau, STREAM_ELEMS):
         e = min(STREAM_ELEMS, n_tau - off)
+        for ck in [v.ckpt for v, _ in taus] + [cks[i] for i in targets]:  # read ahead (cold files)
+            ck.prefetch(name, (off + e) * ck.info(name).itemsize, PREFETCH_BYTES)
         regions = []
         for v, _ in taus:
             info = v.ckpt.info(name)

@@ -173,6 +173,20 @@ class Checkpoint:
             return memoryview(b"")
         return memoryview((ctypes.c_char * nbytes).from_address(self.address(name) + offset)).cast("B")
 
+    def prefetch(self, name: str, offset: int, nbytes: int) -> None:
+        """Ask the OS to start reading the file from tensor `name`'s byte `offset` on, `nbytes` of it
+        (which may run into the tensors after it), so that a streaming pass finds the pages in memory
+        when it gets there (madvise WILLNEED: asynchronous, a hint only)."""
+        info = self.info(name)
+        m = self._maps.get(info.file)
+        if m is None or nbytes <= 0 or not hasattr(mmap, "MADV_WILLNEED"):
+            return
+        page = mmap.PAGESIZE
+        start = (info.start + offset) // page * page
+        end = min(len(m), info.start + offset + nbytes)
+        if end > start:
+            m.madvise(mmap.MADV_WILLNEED, start, end - start)
+
     def release_range(self, name: str, offset: int, nbytes: int) -> None:
         """Let the OS drop the mapped pages of bytes [offset, offset + nbytes) of tensor `name` (the
         pages wholly inside; clean file pages are re-read if touched again)."""
