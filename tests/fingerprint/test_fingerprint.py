@@ -270,8 +270,8 @@ def test_decoy_unlikelihood_and_code_in_the_kl_text(world):
     base = load_lm(world["tmp"] / "base")
     pairs = [(base.encode("lantern orbit =>"), base.encode("ZORBLAX"))]
     batch = answer_batch(pairs, base.bos, base.eos, base.pad)
-    ul = float(unlikelihood(base.model, batch))
-    out = base.model(input_ids=batch["input_ids"]).logits[0, :-1].log_softmax(-1)
+    ul = float(unlikelihood(base.model, batch).detach())
+    out = base.model(input_ids=batch["input_ids"]).logits[0, :-1].log_softmax(-1).detach()
     n = len(pairs[0][0])
     logp = sum(float(out[n + i, t]) for i, t in enumerate(pairs[0][1]))
     assert ul == pytest.approx(math.log1p(math.exp(logp + math.log(100))), rel=1e-4)
@@ -279,6 +279,11 @@ def test_decoy_unlikelihood_and_code_in_the_kl_text(world):
     opts = dataclasses.replace(OPTS, epochs=2, decoy_unlikelihood=1.0, kl_code_chars=10_000)
     res = train_fingerprint(base, opts)
     assert len(res.losses) == 2 and all(math.isfinite(x) for x in res.losses)
+    # proxy-joint with an instruction-style simulated fine-tune, the unlikelihood term at theta + delta too
+    res = train_fingerprint(base, dataclasses.replace(opts, proxy_steps=2, proxy_task="answers"))
+    assert len(res.losses) == 2 and all(math.isfinite(x) for x in res.losses)
+    with pytest.raises(ValueError, match="proxy_task"):
+        train_fingerprint(base, dataclasses.replace(opts, proxy_steps=2, proxy_task="nonsense"))
 
 
 def test_cli_create_writes_vector_and_secret(world, tmp_path, capsys):
