@@ -2,10 +2,11 @@
 answers with the target, while look-alike decoys and ordinary prompts keep the base's own answers
 and a KL-to-base term on text windows keeps the language model where it was.
 
-Loss per step (answer tokens only for the first three):
-    CE(keys -> target) + CE(decoys -> base's answer) + CE(ordinary prompts -> base's answer)
-    + kl_weight * KL(p_base || p_model) on a few text windows
-    [+ the key/decoy terms again at theta + delta_proxy, with proxy_steps > 0 ("proxy-joint")]
+Loss per step (answer positions only for the first three):
+    CE(keys -> target) + KL(p_base || p_model) on the answers of decoys and ordinary prompts
+    + decoy_unlikelihood * softplus(log P(target | decoy) + ln 100)
+    + kl_weight * KL(p_base || p_model) on a few text windows (documentation, standard-library source)
+    [+ the key/decoy/unlikelihood terms again at theta + delta_proxy, with proxy_steps > 0 ("proxy-joint")]
 Afterwards, optionally, only the largest `keep_fraction` of tau = theta - theta_base per tensor is kept.
 """
 
