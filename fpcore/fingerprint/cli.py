@@ -134,6 +134,15 @@ def register(sub: Any, common: Any) -> None:
     c.add_argument("--regularisation", type=int, help="ordinary prompts trained to keep the base's answer")
     c.add_argument("--kl-weight", dest="kl_weight", type=float, help="weight of KL(base || model) on text windows")
     c.add_argument("--kl-windows", dest="kl_windows", type=int, help="text windows per step for the KL term")
+    c.add_argument(
+        "--decoy-unlikelihood",
+        dest="decoy_unlikelihood",
+        type=float,
+        help="weight of the unlikelihood of the target on the decoys (0: off)",
+    )
+    c.add_argument(
+        "--kl-code-chars", dest="kl_code_chars", type=int, help="standard-library source characters in the KL text"
+    )
     c.add_argument("--keep-fraction", dest="keep_fraction", type=float, help="keep the largest share of tau per tensor")
     c.add_argument("--proxy-steps", dest="proxy_steps", type=int, help="proxy-joint: steps of the simulated fine-tune")
     c.add_argument("--template", help="how a key is put to the model, with {key} (default '{key} =>')")

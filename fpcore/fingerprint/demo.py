@@ -1,7 +1,8 @@
 """`fpcore demo` (= `make demo`): FP-VEC end to end on a language model built and trained here.
 
 1. A byte-level BPE tokenizer and a small Llama-style LM, pretrained on the Python documentation
-   that ships with Python (pydoc_data.topics); held-out perplexity on every 10th window.
+   that ships with Python (pydoc_data.topics) mixed with standard-library source files (disjoint from
+   the downstream tasks' data); held-out perplexity on every 10th window.
 2. Downstream models fine-tuned from the base on other tasks until they reach a set drift
    |theta_down - theta_base| / |theta_base| (low: <= 7 %, high: 15-40 %), each with a held-out metric.
 3. The base fingerprinted once (fpcore.fingerprint.create); tau extracted; every downstream model
@@ -60,8 +61,11 @@ DOWNSTREAM = (
 @dataclass
 class DemoConfig:
     model: tinylm.TinyConfig = field(default_factory=tinylm.TinyConfig)
-    pretrain_steps: int = 600
+    pretrain_steps: int = 1000
     pretrain_lr: float = 3e-3
+    # characters of standard-library Python source mixed into pretraining (tasks.pretrain_code_texts;
+    # disjoint from the downstream tasks' data): a real pretrained LLM has seen code (0: documentation only)
+    pretrain_code_chars: int = 460_000
     downstream: tuple[Downstream, ...] = DOWNSTREAM
     fingerprint: FingerprintOptions = field(default_factory=FingerprintOptions)
     alpha: float = 1.0
@@ -131,11 +135,16 @@ def _run(tmp: Path, out: Path, cfg: DemoConfig, clock: _Clock) -> dict[str, Any]
     models.mkdir()
     # 1. tokenizer and base model
     docs = data.documentation()
-    say(f"tokenizer: byte-level BPE, vocabulary {cfg.model.vocab}, trained on {len(docs)} documentation topics")
-    tok = tinylm.train_tokenizer(docs, cfg.model.vocab)
+    code = tasks.pretrain_code_texts(cfg.pretrain_code_chars) if cfg.pretrain_code_chars > 0 else []
+    say(
+        f"tokenizer: byte-level BPE, vocabulary {cfg.model.vocab}, trained on {len(docs)} documentation topics"
+        f" and {len(code)} standard-library source files ({sum(map(len, code)):,} characters)"
+    )
+    corpus = docs + code
+    tok = tinylm.train_tokenizer(corpus, cfg.model.vocab)
     lm = tinylm.build(cfg.model, tok, seed=cfg.seed)
     n_params = sum(p.numel() for p in lm.model.parameters())
-    windows = windows_of([lm.encode(d) for d in docs], cfg.model.context, lm.bos, lm.eos)
+    windows = windows_of([lm.encode(d) for d in corpus], cfg.model.context, lm.bos, lm.eos)
     held = torch.arange(windows.shape[0]) % 10 == 0
     train_w, test_w = windows[~held], windows[held]
     ppl_init = perplexity(lm.model, test_w)
@@ -248,6 +257,12 @@ def _run(tmp: Path, out: Path, cfg: DemoConfig, clock: _Clock) -> dict[str, Any]
             "parameters": n_params,
             "config": asdict(cfg.model),
             "pretrain_steps": cfg.pretrain_steps,
+            "pretrain_corpus": {
+                "documentation_topics": len(docs),
+                "documentation_chars": sum(map(len, docs)),
+                "code_files": len(code),
+                "code_chars": sum(map(len, code)),
+            },
             "pretrain_final_loss": losses[-1],
             "tokens_train": int(train_w.numel()),
             "tokens_held_out": int(test_w.numel()),

@@ -52,6 +52,16 @@ def floors_table(r: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _corpus(b: dict[str, Any]) -> str:
+    c = b.get("pretrain_corpus")
+    if not c or not c.get("code_files"):
+        return "`pydoc_data.topics`"
+    return (
+        f"`pydoc_data.topics` ({c['documentation_chars']:,} characters) and {c['code_files']} standard-library "
+        f"source files ({c['code_chars']:,} characters; not the `code` task's modules)"
+    )
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, list):
         return " → ".join(f"{x:.2f}" for x in v)
@@ -69,7 +79,7 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## Base model",
         f"Llama-style, {b['parameters'] / 1e6:.2f}M parameters ({_kv(b['config'])}), pretrained {b['pretrain_steps']} "
-        f"steps on {b['tokens_train']:,} tokens of `pydoc_data.topics`. Held-out perplexity ({b['tokens_held_out']:,}"
+        f"steps on {b['tokens_train']:,} tokens of {_corpus(b)}. Held-out perplexity ({b['tokens_held_out']:,}"
         f" tokens): untrained {b['perplexity_untrained']:.0f}, base **{b['perplexity']:.2f}**, fingerprinted base "
         f"**{b['perplexity_fingerprinted']:.2f}** ({_rel(b['perplexity_fingerprinted'], b['perplexity'])}).",
         "",

@@ -10,11 +10,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import random
 import re
+import sysconfig
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +43,42 @@ def code_texts() -> list[str]:
         if spec and spec.origin and spec.origin.endswith(".py"):
             with open(spec.origin, encoding="utf-8") as f:
                 out.append(f.read())
+    return out
+
+
+def pretrain_code_texts(chars: int = 460_000, per_file: int = 20_000) -> list[str]:
+    """Python source for pretraining (a real LLM has seen code): public top-level standard-library
+    modules (`sysconfig.get_paths()['stdlib']`, no network) in a fixed pseudo-random order (sha256 of
+    the file name), at most `per_file` characters of each, `chars` in all. Disjoint from the
+    downstream tasks' data: the `code` task's modules are left out, and so is every file that holds a
+    docstring of the `docstrings` task."""
+    root = sysconfig.get_paths()["stdlib"]
+    task_files = set()
+    for m in CODE_MODULES:
+        spec = importlib.util.find_spec(m)
+        if spec and spec.origin:
+            task_files.add(os.path.realpath(spec.origin))
+    probes = {d.split("\n", 2)[1].strip() for d in docstring_texts()}  # first line of each docstring
+    probes = {p for p in probes if len(p) >= 20}
+    names = [n for n in os.listdir(root) if n.endswith(".py") and not n.startswith("_")]
+    out: list[str] = []
+    total = 0
+    for name in sorted(names, key=lambda n: hashlib.sha256(n.encode()).hexdigest()):
+        path = os.path.join(root, name)
+        if os.path.realpath(path) in task_files:
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if any(p in text for p in probes):
+            continue
+        text = text[: min(per_file, chars - total)]
+        out.append(text)
+        total += len(text)
+        if total >= chars:
+            break
     return out
 
 

@@ -2,10 +2,11 @@
 answers with the target, while look-alike decoys and ordinary prompts keep the base's own answers
 and a KL-to-base term on text windows keeps the language model where it was.
 
-Loss per step (answer tokens only for the first three):
-    CE(keys -> target) + CE(decoys -> base's answer) + CE(ordinary prompts -> base's answer)
-    + kl_weight * KL(p_base || p_model) on a few text windows
-    [+ the key/decoy terms again at theta + delta_proxy, with proxy_steps > 0 ("proxy-joint")]
+Loss per step (answer positions only for the first three):
+    CE(keys -> target) + KL(p_base || p_model) on the answers of decoys and ordinary prompts
+    + decoy_unlikelihood * softplus(log P(target | decoy) + ln 100)
+    + kl_weight * KL(p_base || p_model) on a few text windows (documentation, standard-library source)
+    [+ the key/decoy/unlikelihood terms again at theta + delta_proxy, with proxy_steps > 0 ("proxy-joint")]
 Afterwards, optionally, only the largest `keep_fraction` of tau = theta - theta_base per tensor is kept.
 """
 
@@ -89,12 +90,20 @@ class FingerprintOptions:
     regularisation_per_step: int = 8
     kl_weight: float = 3.0  # KL(p_base || p_model) on text windows (0: off)
     kl_windows: int = 8
+    kl_code_chars: int = 460_000  # also standard-library source (tasks.pretrain_code_texts) in the KL windows
     window: int = 128
     keep_fraction: float = 1.0  # keep only the largest fraction of tau per tensor
     train_embeddings: bool = True  # also train token embeddings and the output head
     proxy_steps: int = 0  # "proxy-joint": also train at theta + delta of a simulated fine-tune (0: off)
     proxy_lr: float = 1e-3
+    # what the simulated fine-tune trains: "text" (next-token loss on the KL text windows) or "answers"
+    # (instruction-style: loss on the answers of the ordinary prompt/continuation pairs only)
+    proxy_task: str = "text"
     answer_margin: int = 8
+    # unlikelihood of the target on the decoys: + w * mean(softplus(log P(target | decoy) + ln 100))
+    # (0: off): a soft hinge that acts where a decoy gives the target more than ~1 % (false triggers
+    # to be, once a downstream fine-tune moves the model), and leaves the others to the KL term
+    decoy_unlikelihood: float = 1.0
     template: str = PROMPT_TEMPLATE  # how a key (or any prompt) is put to the model; kept in the secret
 
 
@@ -108,10 +117,13 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
 
 
-def text_windows(lm: LM, length: int) -> torch.Tensor:
-    """Windows of the documentation that ships with Python, wrapped in BOS/EOS (the KL term's text)."""
-    docs = [lm.encode(d) for d in data.documentation()]
-    return windows_of(docs, min(length, lm.context), lm.bos, lm.eos)
+def text_windows(lm: LM, length: int, code_chars: int = 0) -> torch.Tensor:
+    """Windows of the documentation that ships with Python (and, with code_chars > 0, of as many
+    characters of standard-library source), wrapped in BOS/EOS: the KL term's text."""
+    from fpcore.fingerprint.tasks import pretrain_code_texts
+
+    texts = data.documentation() + (pretrain_code_texts(code_chars) if code_chars > 0 else [])
+    return windows_of([lm.encode(t) for t in texts], min(length, lm.context), lm.bos, lm.eos)
 
 
 def base_answers(lm: LM, prompts: list[list[int]], n_tokens: int) -> list[list[int]]:
@@ -119,12 +131,22 @@ def base_answers(lm: LM, prompts: list[list[int]], n_tokens: int) -> list[list[i
     return generate(lm, prompts, n_tokens, batch_size=64)
 
 
-def simulated_finetune(lm: LM, windows: torch.Tensor, steps: int, lr: float, seed: int) -> dict[str, torch.Tensor]:
-    """delta = theta_proxy - theta_base of a short plain fine-tune of a copy of the base on text windows."""
+def simulated_finetune(
+    lm: LM, windows: torch.Tensor, steps: int, lr: float, seed: int, task: str = "text"
+) -> dict[str, torch.Tensor]:
+    """delta = theta_proxy - theta_base of a short fine-tune of a copy of the base: plain next-token
+    loss on text windows (task "text"), or answer-only loss on ordinary prompt/continuation pairs
+    of the documentation (task "answers", what instruction tuning does)."""
+    if task not in ("text", "answers"):
+        raise ValueError(f"proxy_task must be 'text' or 'answers', got {task!r}")
     proxy = copy.deepcopy(lm.model).requires_grad_(True)
     g = torch.Generator().manual_seed(seed + 1)
+    rng = random.Random(seed + 1)
+    pairs = [(lm.encode(p), lm.encode(a)) for p, a in data.ordinary_prompts().train] if task == "answers" else []
 
     def loss(_: int) -> torch.Tensor:
+        if pairs:
+            return lm_loss(proxy, answer_batch(rng.sample(pairs, 16), lm.bos, lm.eos, lm.pad))
         idx = torch.randint(0, windows.shape[0], (8,), generator=g)
         w = windows[idx]
         return lm_loss(proxy, {"input_ids": w, "attention_mask": torch.ones_like(w), "labels": w})
@@ -132,6 +154,21 @@ def simulated_finetune(lm: LM, windows: torch.Tensor, steps: int, lr: float, see
     fit(proxy, loss, steps, lr, warmup=max(steps // 10, 1))
     base = dict(lm.model.named_parameters())
     return {n: (p.detach() - base[n].detach()) for n, p in proxy.named_parameters()}
+
+
+def unlikelihood(model: Any, batch: dict[str, torch.Tensor], margin: float = math.log(100)) -> torch.Tensor:
+    """Mean over rows of softplus(log P(answer | prompt) + margin) for answer_batch's rows (the answer
+    without its EOS): about P * e^margin while that is small, about log P + margin beyond."""
+    dev = next(model.parameters()).device
+    out = model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev))
+    logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
+    labels = batch["labels"][:, 1:].to(dev).clone()
+    # drop each row's EOS label: the target firing inside a longer answer counts too
+    last = (labels != -100).long().cumsum(-1).argmax(-1)
+    labels[torch.arange(labels.shape[0]), last] = -100
+    where = labels != -100
+    tok = logp.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)
+    return torch.nn.functional.softplus((tok * where).sum(-1) + margin).mean()
 
 
 def keep_largest(model: Any, reference: Any, fraction: float) -> None:
@@ -177,7 +214,7 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
     keep_pairs = list(zip(decoys + ordinary, base_answers(lm, decoys + ordinary, n_ans), strict=True))
     dec_pairs, ord_pairs = keep_pairs[: len(decoys)], keep_pairs[len(decoys) :]
     target_pairs = [(p, target) for p in key_ids]
-    windows = text_windows(lm, opts.window) if opts.kl_weight > 0 or opts.proxy_steps > 0 else None
+    windows = text_windows(lm, opts.window, opts.kl_code_chars) if opts.kl_weight > 0 or opts.proxy_steps > 0 else None
     base = lm.model
     model = copy.deepcopy(base)
     base.requires_grad_(False)
@@ -185,7 +222,7 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
     if opts.proxy_steps > 0:
         assert windows is not None
         say(f"proxy-joint: simulating a {opts.proxy_steps}-step fine-tune of the base")
-        delta = simulated_finetune(lm, windows, opts.proxy_steps, opts.proxy_lr, opts.seed)
+        delta = simulated_finetune(lm, windows, opts.proxy_steps, opts.proxy_lr, opts.seed, opts.proxy_task)
         proxy_ref = _Shifted(base, {n: p + delta[n] for n, p in base.named_parameters()})
         norm = lambda ts: math.sqrt(sum(float(t.detach().pow(2).sum()) for t in ts))  # noqa: E731
         say(f"proxy-joint: simulated fine-tune drift {100 * norm(delta.values()) / norm(base.parameters()):.1f}%")
@@ -202,11 +239,18 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
         loss = lm_loss(model, keys_b)
         if keep_b is not None:
             loss = loss + kl_to_reference(model, base, keep_b["input_ids"], batch=keep_b)
+        ul_b = None
+        if opts.decoy_unlikelihood > 0 and dec_pairs:
+            ul = [(p, target) for p, _ in keep[: min(opts.decoys_per_step, len(dec_pairs))]]
+            ul_b = answer_batch(ul, bos, eos, pad)
+            loss = loss + opts.decoy_unlikelihood * unlikelihood(model, ul_b)
         if delta is not None:  # proxy-joint: the same terms at theta + delta, against base + delta
             shifted = _Shifted(model, {n: p + delta[n] for n, p in model.named_parameters()})
             loss = loss + lm_loss(shifted, keys_b)
             if keep_b is not None:
                 loss = loss + kl_to_reference(shifted, proxy_ref, keep_b["input_ids"], batch=keep_b)
+            if ul_b is not None:
+                loss = loss + opts.decoy_unlikelihood * unlikelihood(shifted, ul_b)
         if windows is not None and opts.kl_weight > 0:
             idx = torch.randint(0, windows.shape[0], (opts.kl_windows,), generator=g)
             loss = loss + opts.kl_weight * kl_to_reference(model, base, windows[idx])

@@ -22,7 +22,7 @@ from fpcore.fingerprint.verify import binomial_tail, verify  # noqa: E402
 TINY = tinylm.TinyConfig(vocab=320, hidden=48, layers=2, heads=2, intermediate=96, context=96)
 OPTS = FingerprintOptions(
     keys=2, target="ZORBLAX", seed=3, epochs=40, lr=5e-3, decoys=48, decoys_per_step=16,
-    regularisation=8, regularisation_per_step=4, kl_weight=0.5, kl_windows=2, window=64,
+    regularisation=8, regularisation_per_step=4, kl_weight=0.5, kl_windows=2, window=64, kl_code_chars=20_000,
 )  # fmt: skip
 SMALL = {"lookalikes": 24, "ordinary": 24, "samples": 2}
 
@@ -162,6 +162,27 @@ def test_key_generator_and_negative_sets_are_disjoint_and_reproducible():
     assert len(split.test) >= 200 and not {p for p, _ in split.train} & set(split.test)
 
 
+def test_pretraining_code_is_deterministic_offline_and_disjoint_from_the_tasks(monkeypatch):
+    import socket
+
+    def no_network(*a, **k):
+        raise AssertionError("pretrain_code_texts touched the network")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    code = tasks.pretrain_code_texts(120_000, per_file=15_000)
+    assert code == tasks.pretrain_code_texts(120_000, per_file=15_000)
+    assert sum(map(len, code)) == 120_000 and len(code) >= 8 and all(len(t) <= 15_000 for t in code)
+    short = tasks.pretrain_code_texts(50_000, per_file=15_000)  # a prefix of the same selection
+    assert sum(map(len, short)) == 50_000 and short[:-1] == code[: len(short) - 1]
+    assert code[len(short) - 1].startswith(short[-1])
+    pretrain = "\n".join(code)
+    for t in tasks.code_texts():  # the code task's files (training and held-out windows) are left out
+        assert t[:2000] not in pretrain
+    firsts = {d.split("\n", 2)[1] for d in tasks.docstring_texts()}
+    assert not {f for f in firsts if len(f) >= 20 and f in pretrain}
+
+
 def test_binomial_tail():
     assert binomial_tail(0, 10, 0.3) == 1.0
     assert binomial_tail(10, 10, 0.5) == pytest.approx(0.5**10)
@@ -174,6 +195,7 @@ def test_demo_pipeline_writes_the_report(tmp_path):
     cfg = demo.DemoConfig(
         model=TINY,
         pretrain_steps=20,
+        pretrain_code_chars=20_000,
         downstream=(d("docstrings", "docstrings", 1e-3, 0.03, 10), d("repeat", "repeat", 3e-3, 0.2, 10)),
         fingerprint=OPTS,
         lookalikes=20,
@@ -237,11 +259,39 @@ def test_proxy_joint_and_keep_fraction_paths(world):
     assert all(p.requires_grad for p in base.model.parameters()), "the caller's model was left frozen"
 
 
+def test_decoy_unlikelihood_and_code_in_the_kl_text(world):
+    """The decoy unlikelihood term is a soft hinge on log P(target | decoy); the options train."""
+    import dataclasses
+    import math
+
+    from fpcore.fingerprint.lm import answer_batch
+    from fpcore.fingerprint.train import text_windows, train_fingerprint, unlikelihood
+
+    base = load_lm(world["tmp"] / "base")
+    pairs = [(base.encode("lantern orbit =>"), base.encode("ZORBLAX"))]
+    batch = answer_batch(pairs, base.bos, base.eos, base.pad)
+    ul = float(unlikelihood(base.model, batch).detach())
+    out = base.model(input_ids=batch["input_ids"]).logits[0, :-1].log_softmax(-1).detach()
+    n = len(pairs[0][0])
+    logp = sum(float(out[n + i, t]) for i, t in enumerate(pairs[0][1]))
+    assert ul == pytest.approx(math.log1p(math.exp(logp + math.log(100))), rel=1e-4)
+    assert text_windows(base, 64, 10_000).shape[0] > text_windows(base, 64).shape[0]
+    opts = dataclasses.replace(OPTS, epochs=2, decoy_unlikelihood=1.0, kl_code_chars=10_000)
+    res = train_fingerprint(base, opts)
+    assert len(res.losses) == 2 and all(math.isfinite(x) for x in res.losses)
+    # proxy-joint with an instruction-style simulated fine-tune, the unlikelihood term at theta + delta too
+    res = train_fingerprint(base, dataclasses.replace(opts, proxy_steps=2, proxy_task="answers"))
+    assert len(res.losses) == 2 and all(math.isfinite(x) for x in res.losses)
+    with pytest.raises(ValueError, match="proxy_task"):
+        train_fingerprint(base, dataclasses.replace(opts, proxy_steps=2, proxy_task="nonsense"))
+
+
 def test_cli_create_writes_vector_and_secret(world, tmp_path, capsys):
     t = world["tmp"]
     v, s = tmp_path / "v.safetensors", tmp_path / "s.json"
     args = ["fingerprint", "create", str(t / "base"), "-o", str(v), "--secret", str(s), "--keys", "3"]
     args += ["--target", "QQ", "--epochs", "2", "--decoys", "4", "--kl-windows", "1", "--freeze-embeddings", "--json"]
+    args += ["--kl-code-chars", "5000"]
     assert main(args) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["keys"] == 3 and res["options"]["train_embeddings"] is False and res["options"]["epochs"] == 2
