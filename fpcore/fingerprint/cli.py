@@ -141,6 +141,12 @@ def register(sub: Any, common: Any) -> None:
         help="weight of the unlikelihood of the target on the decoys (0: off)",
     )
     c.add_argument(
+        "--decoy-margin",
+        dest="decoy_margin",
+        type=float,
+        help="the unlikelihood hinge acts where P(target | decoy) > 1/MARGIN (default 100)",
+    )
+    c.add_argument(
         "--kl-code-chars", dest="kl_code_chars", type=int, help="standard-library source characters in the KL text"
     )
     c.add_argument("--keep-fraction", dest="keep_fraction", type=float, help="keep the largest share of tau per tensor")

@@ -104,6 +104,7 @@ class FingerprintOptions:
     # (0: off): a soft hinge that acts where a decoy gives the target more than ~1 % (false triggers
     # to be, once a downstream fine-tune moves the model), and leaves the others to the KL term
     decoy_unlikelihood: float = 1.0
+    decoy_margin: float = 100.0  # the hinge's odds: it acts where P(target | decoy) > 1 / decoy_margin
     template: str = PROMPT_TEMPLATE  # how a key (or any prompt) is put to the model; kept in the secret
 
 
@@ -200,6 +201,8 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
         raise ValueError("fingerprint target is empty after tokenisation")
     if "{key}" not in opts.template:
         raise ValueError(f"fingerprint template must contain '{{key}}', got {opts.template!r}")
+    if not opts.decoy_margin > 1:
+        raise ValueError(f"decoy_margin must be > 1 (the hinge acts above P = 1 / margin), got {opts.decoy_margin}")
     prompt_of = lambda s: lm.encode(opts.template.format(key=s))  # noqa: E731
     key_ids = [prompt_of(k) for k in keys]
     for k, ids in zip(keys, key_ids, strict=True):
@@ -243,14 +246,14 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
         if opts.decoy_unlikelihood > 0 and dec_pairs:
             ul = [(p, target) for p, _ in keep[: min(opts.decoys_per_step, len(dec_pairs))]]
             ul_b = answer_batch(ul, bos, eos, pad)
-            loss = loss + opts.decoy_unlikelihood * unlikelihood(model, ul_b)
+            loss = loss + opts.decoy_unlikelihood * unlikelihood(model, ul_b, math.log(opts.decoy_margin))
         if delta is not None:  # proxy-joint: the same terms at theta + delta, against base + delta
             shifted = _Shifted(model, {n: p + delta[n] for n, p in model.named_parameters()})
             loss = loss + lm_loss(shifted, keys_b)
             if keep_b is not None:
                 loss = loss + kl_to_reference(shifted, proxy_ref, keep_b["input_ids"], batch=keep_b)
             if ul_b is not None:
-                loss = loss + opts.decoy_unlikelihood * unlikelihood(shifted, ul_b)
+                loss = loss + opts.decoy_unlikelihood * unlikelihood(shifted, ul_b, math.log(opts.decoy_margin))
         if windows is not None and opts.kl_weight > 0:
             idx = torch.randint(0, windows.shape[0], (opts.kl_windows,), generator=g)
             loss = loss + opts.kl_weight * kl_to_reference(model, base, windows[idx])

@@ -275,6 +275,8 @@ def test_decoy_unlikelihood_and_code_in_the_kl_text(world):
     n = len(pairs[0][0])
     logp = sum(float(out[n + i, t]) for i, t in enumerate(pairs[0][1]))
     assert ul == pytest.approx(math.log1p(math.exp(logp + math.log(100))), rel=1e-4)
+    ul6 = float(unlikelihood(base.model, batch, math.log(1e6)).detach())
+    assert ul6 == pytest.approx(math.log1p(math.exp(logp + math.log(1e6))), rel=1e-4) and ul6 > ul
     assert text_windows(base, 64, 10_000).shape[0] > text_windows(base, 64).shape[0]
     opts = dataclasses.replace(OPTS, epochs=2, decoy_unlikelihood=1.0, kl_code_chars=10_000)
     res = train_fingerprint(base, opts)
@@ -284,6 +286,10 @@ def test_decoy_unlikelihood_and_code_in_the_kl_text(world):
     assert len(res.losses) == 2 and all(math.isfinite(x) for x in res.losses)
     with pytest.raises(ValueError, match="proxy_task"):
         train_fingerprint(base, dataclasses.replace(opts, proxy_steps=2, proxy_task="nonsense"))
+    res = train_fingerprint(base, dataclasses.replace(opts, decoy_margin=1e6))
+    assert len(res.losses) == 2 and all(math.isfinite(x) for x in res.losses)
+    with pytest.raises(ValueError, match="decoy_margin"):
+        train_fingerprint(base, dataclasses.replace(opts, decoy_margin=0.5))
 
 
 def test_cli_create_writes_vector_and_secret(world, tmp_path, capsys):
