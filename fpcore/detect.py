@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import fpcore
+from fpcore import _stream as streaming
 from fpcore import rawops
+from fpcore._stream import streaming_threads
 from fpcore.io import Checkpoint, CheckpointError
 from fpcore.vector import FingerprintVector
 
@@ -78,16 +79,14 @@ def _triple_sums(
     name: str, sck: Checkpoint, bck: Checkpoint, zck: Checkpoint, n: int, chunk: int
 ) -> tuple[float, float, float]:
     """<s - b, z>, |s - b|^2, |z|^2 over the first n elements of tensor `name`, chunk by chunk."""
-    cks = (sck, bck, zck)
+    ins = [(ck, ck.address(name), ck.info(name)) for ck in (sck, bck, zck)]
     dz = dd = zz = 0.0
     for off in range(0, n, chunk):
         e = min(chunk, n - off)
-        regions = [(ck.address(name) + off * ck.info(name).itemsize, ck.info(name).format_dtype) for ck in cks]
-        a, b, c, _, _ = rawops.triple_stats_raw(*regions, e)
+        a, b, c, _, _ = rawops.triple_stats_raw(*[(addr + off * i.itemsize, i.format_dtype) for _, addr, i in ins], e)
         dz, dd, zz = dz + a, dd + b, zz + c
-        for ck in cks:
-            isz = ck.info(name).itemsize
-            ck.release_range(name, off * isz, e * isz)
+        for ck, _, i in ins:
+            ck.release_range(name, off * i.itemsize, e * i.itemsize)
     return dz, dd, zz
 
 
@@ -121,9 +120,7 @@ def detect(
     dz_t = dd_t = zz_t = 0.0
     n_t = 0
     scores: list[TensorScore] = []
-    from fpcore.stamping import STREAM_ELEMS, _compute_threads
-
-    with _compute_threads(max(1, fpcore.get_num_threads() - 1)):
+    with streaming_threads():
         for name in vec.names():
             if name not in sck:  # tied embeddings (check_target noted it)
                 continue
@@ -139,7 +136,7 @@ def detect(
             note = ""
             if sck.info(name).numel != n_z:  # vocabulary growth: the shared (leading) rows
                 note = f"shared {vec.ckpt.info(name).shape[0]} of {sck.info(name).shape[0]} rows"
-            dz, dd, zz = _triple_sums(name, sck, bck, vec.ckpt, n_z, STREAM_ELEMS)
+            dz, dd, zz = _triple_sums(name, sck, bck, vec.ckpt, n_z, streaming.STREAM_ELEMS)
             dz_t, dd_t, zz_t, n_t = dz_t + dz, dd_t + dd, zz_t + zz, n_t + n_z
             scores.append(TensorScore(name, _ratio(dz, zz), _ratio(dz, math.sqrt(dd * zz)), n_z, note))
             if progress:

@@ -12,22 +12,19 @@ import hashlib
 import json
 import math
 import os
-import queue
 import shutil
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import fpcore
 from fpcore import __version__, rawops
-from fpcore._native import HAS_NATIVE
+from fpcore import _stream as streaming
+from fpcore._stream import WriteBehind, streaming_threads
 from fpcore.io import AtomicOutput, Checkpoint, CheckpointError, SafetensorsWriter
 from fpcore.io.atomic import TMP_PREFIX, fsync_dir
-from fpcore.io.buffers import Buffer
+from fpcore.io.buffers import memory_at
 from fpcore.io.format import FORMAT_DTYPES
 from fpcore.io.reader import INDEX
 from fpcore.vector import STORE_FORMATS, FingerprintVector, VectorMeta, architecture, is_embedding
@@ -120,7 +117,7 @@ def extract(
     delta_sq = base_sq = 0.0  # |tuned - base|^2 and |base|^2 over the float tensors compared
     # pass 1: lineage digest of the base, shapes, and which deltas are all zero; the base is hashed
     # on a second thread while this one sums (hashlib releases the GIL)
-    threads = _compute_threads(max(1, fpcore.get_num_threads() - 1))
+    threads = streaming_threads()
     with threads, ThreadPoolExecutor(1, thread_name_prefix="fpcore-hash") as hasher:
         for name in bck.names():
             bi, ti = bck.info(name), tck.info(name)
@@ -168,9 +165,9 @@ def extract(
     written = 0
     with AtomicOutput(out, overwrite=overwrite, is_file=True) as tmp:
         w = SafetensorsWriter(tmp, layout, meta.to_strings(), direct=True)
-        writer = _WriteBehind()
+        writer = WriteBehind()
         try:
-            with _compute_threads(max(1, fpcore.get_num_threads() - 1)):
+            with streaming_threads():
                 for name in keep:
                     written += _extract_tensor(name, tck, bck, store, w, writer, allow_nonfinite)
                     if progress:
@@ -192,17 +189,17 @@ def _digest_and_sums(
     bi = bck.info(name)
     h = hashlib.sha256()
     dot = xx = yy = l1 = l2sq = linf = 0.0
-    step = STREAM_ELEMS * bi.itemsize
+    step = streaming.STREAM_ELEMS * bi.itemsize
+    b_addr = bck.address(name)
+    ti = tck.info(name) if tck is not None else None
+    t_addr = tck.address(name) if tck is not None else 0
     for off in range(0, bi.nbytes, step):
         nb = min(step, bi.nbytes - off)
-        hashed = hasher.submit(h.update, bck.view(name, off, nb))
-        if tck is not None:
-            ti = tck.info(name)
+        hashed = hasher.submit(h.update, memory_at(b_addr + off, nb))
+        if tck is not None and ti is not None:
             e = nb // bi.itemsize
             toff = off // bi.itemsize * ti.itemsize
-            s = rawops.pair_stats_raw(
-                (tck.address(name) + toff, ti.format_dtype), (bck.address(name) + off, bi.format_dtype), e
-            )
+            s = rawops.pair_stats_raw((t_addr + toff, ti.format_dtype), (b_addr + off, bi.format_dtype), e)
             dot, xx, yy, l1, l2sq = dot + s.dot, xx + s.xx, yy + s.yy, l1 + s.l1, l2sq + s.l2sq
             linf = s.linf if (s.linf != s.linf or s.linf > linf) else linf  # NaN sticks
             tck.release_range(name, toff, e * ti.itemsize)
@@ -217,17 +214,18 @@ def _extract_tensor(
     bck: Checkpoint,
     store: str,
     w: SafetensorsWriter,
-    writer: _WriteBehind,
+    writer: WriteBehind,
     allow_nonfinite: bool,
 ) -> int:
     """tau = tuned - base for tensor `name`, chunk by chunk, into the writer; returns bytes written."""
     ti, bi = tck.info(name), bck.info(name)
     isz = FORMAT_DTYPES[store][0]
-    for off in range(0, ti.numel, STREAM_ELEMS):
-        e = min(STREAM_ELEMS, ti.numel - off)
+    t_addr, b_addr = tck.address(name), bck.address(name)
+    for off in range(0, ti.numel, streaming.STREAM_ELEMS):
+        e = min(streaming.STREAM_ELEMS, ti.numel - off)
         raw = writer.buffer(e * isz)
-        tuned = (tck.address(name) + off * ti.itemsize, ti.format_dtype)
-        base = (bck.address(name) + off * bi.itemsize, bi.format_dtype)
+        tuned = (t_addr + off * ti.itemsize, ti.format_dtype)
+        base = (b_addr + off * bi.itemsize, bi.format_dtype)
         rawops.stamp_raw((raw.addr, store), tuned, [base], [-1.0], e)
         tck.release_range(name, off * ti.itemsize, e * ti.itemsize)
         bck.release_range(name, off * bi.itemsize, e * bi.itemsize)
@@ -337,78 +335,6 @@ class _ModelOut:
         for f in self.writers:
             if self.pending[f] > 0:
                 self._close_shard(f)
-
-
-class _WriteBehind:
-    """Output work (writes and file-to-file copies, in submission order) on one background thread
-    while the caller reads and computes the next chunk. Output buffers cycle through a pool of
-    `depth`, so memory stays fixed; the first error on the thread is raised in the caller at its next
-    call (and by close()), after which the thread does nothing more."""
-
-    def __init__(self, depth: int = 4) -> None:
-        self._work: queue.SimpleQueue[tuple[Callable[[], None], Buffer | None] | None] = queue.SimpleQueue()
-        self._free: queue.SimpleQueue[Buffer] = queue.SimpleQueue()
-        for _ in range(depth):
-            self._free.put(Buffer(0))
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="fpcore-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (item := self._work.get()) is not None:
-            fn, buf = item
-            if self._error is None:
-                try:
-                    fn()
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                    self._error = exc
-            if buf is not None:
-                self._free.put(buf)
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def buffer(self, nbytes: int) -> Buffer:
-        """A free output buffer of at least `nbytes` (waits while all are being written)."""
-        self._raise()
-        b = self._free.get()
-        return b if b.nbytes >= nbytes else Buffer(nbytes)
-
-    def submit(self, fn: Callable[[], None], buf: Buffer | None = None) -> None:
-        """Run fn() on the writer thread; `buf` (from buffer()) returns to the pool afterwards."""
-        self._raise()
-        self._work.put((fn, buf))
-
-    def close(self, *, raise_error: bool = True) -> None:
-        """Wait for all submitted work; raise its first error."""
-        self._work.put(None)
-        self._thread.join()
-        if raise_error:
-            self._raise()
-
-
-@contextmanager
-def _compute_threads(n: int) -> Iterator[None]:
-    """Native kernel threads for the duration: the streaming pass computes on n cores and writes on
-    another, rather than having the writer preempt a kernel thread mid parallel region."""
-    old = fpcore.get_num_threads()
-    if HAS_NATIVE:
-        fpcore.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if HAS_NATIVE:
-            fpcore.set_num_threads(old)
-
-
-# Elements per streamed chunk (4 MiB of bf16 output): large enough that per-chunk Python costs vanish,
-# small enough that a chunk stays in the last-level cache between the finiteness check, the kernel
-# and the copy into the writer's block.
-STREAM_ELEMS = 1 << 21
-# Bytes of each input the OS is asked to read ahead of the chunk being computed (files not in the
-# page cache then stream from disk while the kernels work).
-PREFETCH_BYTES = 32 << 20
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -536,9 +462,9 @@ def _stream(
     """The streaming pass over every tensor in `order`, then the untouched tensors of touched
     shards; returns (tensors stamped, vector bytes read). All output work runs on the writer thread."""
     stamped = vec_bytes = 0
-    writer = _WriteBehind()
+    writer = WriteBehind()
     try:
-        with _compute_threads(max(1, fpcore.get_num_threads() - 1)):
+        with streaming_threads():
             for name in order:
                 vec_bytes += _stamp_tensor(name, vecs, cks, plan, outs, writer, allow_nonfinite, progress)
                 stamped += sum(name in plan[i] for i in range(len(cks)))
@@ -557,7 +483,7 @@ def _stamp_tensor(
     cks: list[Checkpoint],
     plan: dict[int, list[str]],
     outs: list[_ModelOut],
-    writer: _WriteBehind,
+    writer: WriteBehind,
     allow_nonfinite: bool,
     progress: Progress | None,
 ) -> int:
@@ -569,34 +495,32 @@ def _stamp_tensor(
     targets = [i for i in range(len(cks)) if name in plan[i]]
     # tau covers the leading n_tau elements: all of them, or the shared rows after vocabulary growth
     n_tau = min(v.ckpt.info(name).numel for v, _ in taus)
+    # where each input's tensor starts in its memory map, and its info (once per tensor)
+    tau_in = [(v.ckpt, v.ckpt.address(name), v.ckpt.info(name)) for v, _ in taus]
+    theta_in = {i: (cks[i], cks[i].address(name), cks[i].info(name)) for i in targets}
     read = 0
-    for off in range(0, n_tau, STREAM_ELEMS):
-        e = min(STREAM_ELEMS, n_tau - off)
-        for ck in [v.ckpt for v, _ in taus] + [cks[i] for i in targets]:  # read ahead (cold files)
-            ck.prefetch(name, (off + e) * ck.info(name).itemsize, PREFETCH_BYTES)
+    for off in range(0, n_tau, streaming.STREAM_ELEMS):
+        e = min(streaming.STREAM_ELEMS, n_tau - off)
         regions = []
-        for v, _ in taus:
-            info = v.ckpt.info(name)
-            region = (v.ckpt.address(name) + off * info.itemsize, info.format_dtype)
+        for ck, addr, info in tau_in:
+            region = (addr + off * info.itemsize, info.format_dtype)
             read += e * info.itemsize
             if not allow_nonfinite and not rawops.all_finite_raw(region, e):
                 raise CheckpointError(
-                    f"{v.path}: tensor {name!r} has non-finite values (pass --allow-nonfinite to use it)"
+                    f"{ck.path}: tensor {name!r} has non-finite values (pass --allow-nonfinite to use it)"
                 )
             regions.append(region)
-        for i in targets:
-            info = cks[i].info(name)
+        for i, (ck, addr, info) in theta_in.items():
             nbytes = e * info.itemsize
             raw = writer.buffer(nbytes)
-            theta = (cks[i].address(name) + off * info.itemsize, info.format_dtype)
+            theta = (addr + off * info.itemsize, info.format_dtype)
             rawops.stamp_raw((raw.addr, info.format_dtype), theta, regions, alphas, e)
-            cks[i].release_range(name, off * info.itemsize, nbytes)
+            ck.release_range(name, off * info.itemsize, nbytes)
             writer.submit(partial(outs[i].writer(name).write_part, name, raw.view[:nbytes]), raw)
             if progress:
                 progress(nbytes)
-        for v, _ in taus:
-            isz = v.ckpt.info(name).itemsize
-            v.ckpt.release_range(name, off * isz, e * isz)
+        for ck, _, info in tau_in:
+            ck.release_range(name, off * info.itemsize, e * info.itemsize)
     for i in targets:
         info = cks[i].info(name)
         if info.numel > n_tau or info.numel == 0:  # rows beyond tau (vocabulary growth), unchanged

@@ -50,7 +50,7 @@ def test_figures_match_projection_and_each_tensor_is_read_once(fam, monkeypatch)
     """Every tensor of the three checkpoints is streamed once: the chunks handed back (release_range,
     after each is reduced) tile each tensor exactly once, in order. Chunks are shrunk to 16 elements
     so that every tensor takes several."""
-    import fpcore.stamping
+    import fpcore._stream
 
     chunks = {}
     release = Checkpoint.release_range
@@ -60,7 +60,7 @@ def test_figures_match_projection_and_each_tensor_is_read_once(fam, monkeypatch)
         return release(self, name, offset, nbytes)
 
     monkeypatch.setattr(Checkpoint, "release_range", recording)
-    monkeypatch.setattr(fpcore.stamping, "STREAM_ELEMS", 16)
+    monkeypatch.setattr(fpcore._stream, "STREAM_ELEMS", 16)
     r = detect(fam["vec"], fam["stamped"][1.0], fam["base"])
     names = [t.name for t in r.per_tensor]
     assert len(chunks) == 3 * len(names)

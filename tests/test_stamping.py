@@ -207,7 +207,7 @@ def test_chunked_streaming_matches_whole_tensor_stamp(family, monkeypatch, block
     "tiny" the writers' O_DIRECT blocks are 512 bytes, so block edges fall inside chunks and tensors."""
     import fpcore.io.writer as wmod
 
-    monkeypatch.setattr(stamping, "STREAM_ELEMS", 40)
+    monkeypatch.setattr(fpcore._stream, "STREAM_ELEMS", 40)
     if blocks == "tiny":
         monkeypatch.setattr(wmod, "DIRECT_BLOCK", 512)
         monkeypatch.setattr(wmod, "DIRECT_ALIGN", 512)

@@ -38,6 +38,11 @@ class Buffer:
             pass
 
 
+def memory_at(addr: int, nbytes: int) -> memoryview:
+    """A byte view of `nbytes` of memory at `addr` (no copy; valid while that memory is)."""
+    return memoryview((ctypes.c_char * nbytes).from_address(addr)).cast("B") if nbytes else memoryview(b"")
+
+
 def copy_bytes(dst_addr: int, src_addr: int, nbytes: int) -> None:
     """memmove between raw addresses (ctypes releases the GIL for the call)."""
     if nbytes:

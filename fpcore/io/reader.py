@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import mmap
 import os
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .atomic import TMP_PREFIX
-from .buffers import address_of
+from .buffers import address_of, memory_at
 from .format import CheckpointError, TensorInfo, read_header
 
 if TYPE_CHECKING:
@@ -169,23 +168,7 @@ class Checkpoint:
             raise CheckpointError(
                 f"{info.file}: bytes [{offset}, {offset + nbytes}) are outside tensor {name!r} ({info.nbytes} bytes)"
             )
-        if nbytes == 0:
-            return memoryview(b"")
-        return memoryview((ctypes.c_char * nbytes).from_address(self.address(name) + offset)).cast("B")
-
-    def prefetch(self, name: str, offset: int, nbytes: int) -> None:
-        """Ask the OS to start reading the file from tensor `name`'s byte `offset` on, `nbytes` of it
-        (which may run into the tensors after it), so that a streaming pass finds the pages in memory
-        when it gets there (madvise WILLNEED: asynchronous, a hint only)."""
-        info = self.info(name)
-        m = self._maps.get(info.file)
-        if m is None or nbytes <= 0 or not hasattr(mmap, "MADV_WILLNEED"):
-            return
-        page = mmap.PAGESIZE
-        start = (info.start + offset) // page * page
-        end = min(len(m), info.start + offset + nbytes)
-        if end > start:
-            m.madvise(mmap.MADV_WILLNEED, start, end - start)
+        return memory_at(self.address(name) + offset, nbytes) if nbytes else memoryview(b"")
 
     def release_range(self, name: str, offset: int, nbytes: int) -> None:
         """Let the OS drop the mapped pages of bytes [offset, offset + nbytes) of tensor `name` (the
