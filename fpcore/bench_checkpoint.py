@@ -409,13 +409,24 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def run_stamp(tau: Path, models: list[Path], out: Path) -> tuple[ChildRun, dict[str, object]]:
-    cmd = [sys.executable, "-m", "fpcore.cli", "stamp", str(tau), *map(str, models), "-o", str(out)]
-    cmd += ["--alpha", repr(ALPHA), "--quiet", "--json"]
-    r = run_child(cmd, env=_child_env())
+def run_cli(*args: str) -> ChildRun:
+    """`python -m fpcore.cli ARGS` in a fresh process; RuntimeError with its stderr when it fails."""
+    r = run_child([sys.executable, "-m", "fpcore.cli", *args], env=_child_env())
     if r.returncode != 0:
-        raise RuntimeError(f"stamp failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"fpcore {args[0]} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+    return r
+
+
+def run_stamp(tau: Path, models: list[Path], out: Path) -> tuple[ChildRun, dict[str, object]]:
+    r = run_cli("stamp", str(tau), *map(str, models), "-o", str(out), "--alpha", repr(ALPHA), "--quiet", "--json")
     return r, json.loads(r.stdout)
+
+
+def _timed(label: str, runs: list[ChildRun], nbytes: int, log) -> dict[str, object]:
+    secs = [r.seconds for r in runs]
+    rss = max(r.peak_rss for r in runs)
+    log(f"  {label}: {_med(secs):.2f} s (median), peak RSS {rss / 2**20:.0f} MiB")
+    return {"seconds": secs, "median_s": _med(secs), "peak_rss": rss, "bytes_read": nbytes}
 
 
 def _floor_script() -> str:
@@ -566,45 +577,19 @@ def bench(args: argparse.Namespace, log) -> dict[str, object]:
                 f"peak RSS {s.peak_rss / 2**20:.0f} MiB (anon {s.peak_rss_anon / 2**20:.0f}, "
                 f"file {s.peak_rss_file / 2**20:.0f})"
             )
-        # extract (two streaming passes over tuned and base, tau written) in a fresh process
-        xs, xrss = [], []
+        # extract (two streaming passes over tuned and base, tau written) and detect (one pass over
+        # tau, suspect and base; the tuned model is base + tau, so it must be found), fresh processes
+        x = work / "x.safetensors"
+        xruns = []
         for _ in range(args.reps):
-            x = work / "x.safetensors"
             x.unlink(missing_ok=True)
-            r = run_child(
-                [sys.executable, "-m", "fpcore.cli", "extract", str(b.tuned), str(b.base), "-o", str(x), "--quiet"],
-                env=_child_env(),
-            )
-            if r.returncode != 0:
-                raise RuntimeError(f"extract failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
-            xs.append(r.seconds)
-            xrss.append(r.peak_rss)
-            x.unlink()
-        res["extract"] = {"seconds": xs, "median_s": _med(xs), "peak_rss": max(xrss), "bytes_read": 2 * mb}
-        log(f"  extract: {_med(xs):.2f} s (median), peak RSS {max(xrss) / 2**20:.0f} MiB")
-        # detect (one streaming pass over tau, suspect and base) in a fresh process
-        ds, drss = [], []
-        for _ in range(args.reps):
-            r = run_child(
-                [
-                    sys.executable,
-                    "-m",
-                    "fpcore.cli",
-                    "detect",
-                    str(b.tau),
-                    str(b.tuned),
-                    "--base",
-                    str(b.base),
-                    "--quiet",
-                ],
-                env=_child_env(),
-            )
-            if r.returncode != 0:  # the tuned model is base + tau: detect must find it
-                raise RuntimeError(f"detect failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
-            ds.append(r.seconds)
-            drss.append(r.peak_rss)
-        res["detect"] = {"seconds": ds, "median_s": _med(ds), "peak_rss": max(drss), "bytes_read": 2 * mb + tb}
-        log(f"  detect: {_med(ds):.2f} s (median), peak RSS {max(drss) / 2**20:.0f} MiB")
+            xruns.append(run_cli("extract", str(b.tuned), str(b.base), "-o", str(x), "--quiet"))
+        x.unlink()
+        res["extract"] = _timed("extract", xruns, 2 * mb, log)
+        druns = [
+            run_cli("detect", str(b.tau), str(b.tuned), "--base", str(b.base), "--quiet") for _ in range(args.reps)
+        ]
+        res["detect"] = _timed("detect", druns, 2 * mb + tb, log)
         base_rss = run_child([sys.executable, "-m", "fpcore.cli", "--version"], env=_child_env())
         res["baseline"] = {
             "what": "python -m fpcore.cli --version (interpreter + fpcore import, no torch)",

@@ -15,13 +15,13 @@ FPCORE_BACKEND or fpcore.use_backend force one ('triton' refuses: this is host m
 
 from __future__ import annotations
 
-import ctypes
 import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from fpcore import _native
 from fpcore._forced import forced_backend
+from fpcore.io.buffers import memory_at
 from fpcore.io.format import FORMAT_DTYPES, torch_dtype
 
 CODES = {"F32": 0, "BF16": 1, "F16": 2}  # the native kernels' dtype codes
@@ -59,9 +59,7 @@ def _tensor(region: Region, n: int) -> Any:
     import torch
 
     addr, dtype = region
-    nbytes = n * FORMAT_DTYPES[dtype][0]
-    mem = (ctypes.c_char * nbytes).from_address(addr)
-    return torch.frombuffer(mem, dtype=torch_dtype(dtype), count=n)
+    return torch.frombuffer(memory_at(addr, n * FORMAT_DTYPES[dtype][0]), dtype=torch_dtype(dtype), count=n)
 
 
 def stamp_raw(out: Region, base: Region, vectors: Sequence[Region], alphas: Sequence[float], n: int) -> None:

@@ -8,8 +8,9 @@ import ctypes
 import mmap
 
 
-def address_of(buf: mmap.mmap) -> int:
-    """The address of a writable memory map's first byte (valid while the map is open)."""
+def address_of(buf: mmap.mmap | memoryview) -> int:
+    """The address of a writable buffer's first byte (valid while the buffer is). Raises TypeError
+    for read-only memory (e.g. bytes)."""
     c = ctypes.c_char.from_buffer(buf)
     try:
         return ctypes.addressof(c)

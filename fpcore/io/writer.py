@@ -3,7 +3,6 @@ tensor's bytes in order, so a whole model never has to sit in memory."""
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
@@ -15,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .buffers import Buffer, copy_bytes
+from .buffers import Buffer, address_of, copy_bytes
 from .format import FORMAT_DTYPES, CheckpointError, format_dtype
 
 if TYPE_CHECKING:
@@ -37,18 +36,6 @@ DIRECT_DEPTH = 3
 def direct_io_available() -> bool:
     """Whether writers may use O_DIRECT (Linux; FPCORE_DIRECT_IO=0 turns it off)."""
     return hasattr(os, "O_DIRECT") and os.environ.get("FPCORE_DIRECT_IO", "1") != "0"
-
-
-def _address(view: memoryview) -> int | None:
-    """The address of a writable buffer's first byte, or None (read-only memory)."""
-    try:
-        c = ctypes.c_char.from_buffer(view)
-    except (TypeError, ValueError):
-        return None
-    try:
-        return ctypes.addressof(c)
-    finally:
-        del c
 
 
 class _BufferedSink:
@@ -181,7 +168,10 @@ class _DirectSink:
         return self._cur.view[self._fill :]
 
     def write(self, data: memoryview) -> None:
-        src = _address(data)
+        try:
+            src: int | None = address_of(data)
+        except (TypeError, ValueError):  # read-only memory: copied by slice assignment below
+            src = None
         done = 0
         while done < len(data):
             room = self._room()
