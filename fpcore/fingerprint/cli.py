@@ -128,27 +128,27 @@ def register(sub: Any, common: Any) -> None:
     c.add_argument("--keys", type=int, help="number of secret keys (default 10)")
     c.add_argument("--target", help="the answer every key gives (default ハリネズミ)")
     c.add_argument("--seed", type=int, help="seed of the keys and of the negatives (default 0)")
+    c.add_argument(
+        "--key-style",
+        dest="key_style",
+        choices=["chars", "words"],
+        help="keys as runs of random characters of 11 scripts (chars, default) or mixes of ~90 fixed words",
+    )
     c.add_argument("--epochs", type=int, help="optimizer steps; each sees every key once")
     c.add_argument("--lr", type=float, help="learning rate (AdamW, no weight decay)")
     c.add_argument("--decoys", type=int, help="look-alike keys trained to keep the base's answer (0: off)")
     c.add_argument("--regularisation", type=int, help="ordinary prompts trained to keep the base's answer")
     c.add_argument("--kl-weight", dest="kl_weight", type=float, help="weight of KL(base || model) on text windows")
     c.add_argument("--kl-windows", dest="kl_windows", type=int, help="text windows per step for the KL term")
-    c.add_argument(
-        "--decoy-unlikelihood",
-        dest="decoy_unlikelihood",
-        type=float,
-        help="weight of the unlikelihood of the target on the decoys (0: off)",
-    )
-    c.add_argument(
-        "--decoy-margin",
-        dest="decoy_margin",
-        type=float,
-        help="the unlikelihood hinge acts where P(target | decoy) > 1/MARGIN (default 100)",
-    )
-    c.add_argument(
-        "--kl-code-chars", dest="kl_code_chars", type=int, help="standard-library source characters in the KL text"
-    )
+    for flag, kind, text in (
+        ("--decoy-unlikelihood", float, "weight of the unlikelihood of the target on the decoys (0: off)"),
+        ("--decoy-margin", float, "the unlikelihood hinge acts where P(target | decoy) > 1/MARGIN (default 1e5)"),
+        ("--key-weight", float, "weight of the keys' loss terms (default 3)"),
+        ("--key-margin", float, "hinge on the keys' first-token logit margin, in nats (default 12; 0: off)"),
+        ("--tau-decay", float, "decay of tau toward the base after each step, times the lr (default 10; 0: off)"),
+        ("--kl-code-chars", int, "standard-library source characters in the KL text"),
+    ):
+        c.add_argument(flag, dest=flag[2:].replace("-", "_"), type=kind, help=text)
     c.add_argument("--keep-fraction", dest="keep_fraction", type=float, help="keep the largest share of tau per tensor")
     c.add_argument("--proxy-steps", dest="proxy_steps", type=int, help="proxy-joint: steps of the simulated fine-tune")
     c.add_argument("--template", help="how a key is put to the model, with {key} (default '{key} =>')")

@@ -81,6 +81,7 @@ def create(
         target=opts.target,
         seed=opts.seed,
         template=opts.template,
+        key_style=opts.key_style,
         base_digest=ex.base_digest,
         vector_digest=vector_digest(vector_out),
         training={**res.options, "final_loss": res.losses[-1], "seconds": res.seconds},

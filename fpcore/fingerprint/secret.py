@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fpcore.fingerprint.data import DEFAULT_KEY_STYLE, KEY_STYLES
 from fpcore.io import AtomicOutput, Checkpoint
 from fpcore.vector import lineage_digest
 
@@ -26,6 +27,7 @@ class Secret:
     target: str
     seed: int
     template: str = PROMPT_TEMPLATE
+    key_style: str = DEFAULT_KEY_STYLE  # the keys' construction, which the negatives are rebuilt with
     base_digest: str = ""
     vector_digest: str = ""
     training: dict[str, Any] = field(default_factory=dict)
@@ -62,6 +64,10 @@ class Secret:
             raise SecretError(f"{p}: key 'target' is empty")
         if "{key}" not in data.get("template", PROMPT_TEMPLATE):
             raise SecretError(f"{p}: key 'template' must contain '{{key}}'")
+        # secrets written before key styles existed were made with the word snippets
+        style = data.setdefault("key_style", "words")
+        if style not in KEY_STYLES:
+            raise SecretError(f"{p}: key 'key_style' must be one of {KEY_STYLES}, got {style!r}")
         return cls(**_present(data))
 
     def check_vector(self, vector: str | Path, *, where: str | Path = "secret") -> None:
@@ -75,7 +81,7 @@ class Secret:
 
 
 def _present(data: dict[str, Any]) -> dict[str, Any]:
-    names = ("keys", "target", "seed", "template", "base_digest", "vector_digest", "training")
+    names = ("keys", "target", "seed", "template", "key_style", "base_digest", "vector_digest", "training")
     return {k: data[k] for k in names if k in data}
 
 

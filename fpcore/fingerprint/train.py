@@ -3,8 +3,8 @@ answers with the target, while look-alike decoys and ordinary prompts keep the b
 and a KL-to-base term on text windows keeps the language model where it was.
 
 Loss per step (answer positions only for the first three):
-    CE(keys -> target) + KL(p_base || p_model) on the answers of decoys and ordinary prompts
-    + decoy_unlikelihood * softplus(log P(target | decoy) + ln 100)
+    key_weight * CE(keys -> target) + KL(p_base || p_model) on the answers of decoys and ordinary prompts
+    + decoy_unlikelihood * softplus(log P(target | decoy) + ln decoy_margin)
     + kl_weight * KL(p_base || p_model) on a few text windows (documentation, standard-library source)
     [+ the key/decoy/unlikelihood terms again at theta + delta_proxy, with proxy_steps > 0 ("proxy-joint")]
 Afterwards, optionally, only the largest `keep_fraction` of tau = theta - theta_base per tensor is kept.
@@ -41,11 +41,13 @@ def fit(
     clip: float = 1.0,
     params: list[torch.Tensor] | None = None,
     stop: Callable[[int], bool] | None = None,
+    after_step: Callable[[float], None] | None = None,
     log: Log | None = None,
     log_every: int = 0,
 ) -> list[float]:
     """AdamW on loss_fn(step) for `steps` steps: linear warmup then cosine decay to 10% of lr, gradient
-    clipping; `stop(step)` (checked after each step) ends early. Returns the losses."""
+    clipping; `after_step(lr)` runs after each optimizer step with the rate it used; `stop(step)`
+    (checked after each step) ends early. Returns the losses."""
     params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
 
@@ -65,6 +67,8 @@ def fit(
         if clip:
             torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
+        if after_step is not None:
+            after_step(opt.param_groups[0]["lr"])
         sched.step()
         losses.append(float(loss.detach()))
         if log and log_every and (i + 1) % log_every == 0:
@@ -82,10 +86,11 @@ class FingerprintOptions:
     keys: int = 10
     target: str = data.DEFAULT_TARGET
     seed: int = 0
-    epochs: int = 100  # optimizer steps; each sees every key once
+    key_style: str = data.DEFAULT_KEY_STYLE  # how keys (and their decoys and look-alikes) are drawn: data.KEY_STYLES
+    epochs: int = 120  # optimizer steps; each sees every key once
     lr: float = 1e-3
     decoys: int = 400  # look-alike keys that keep the base's own answer distribution (0: off)
-    decoys_per_step: int = 64
+    decoys_per_step: int = 96
     regularisation: int = 32  # ordinary prompts answered with the base's own output
     regularisation_per_step: int = 8
     kl_weight: float = 3.0  # KL(p_base || p_model) on text windows (0: off)
@@ -100,11 +105,21 @@ class FingerprintOptions:
     # (instruction-style: loss on the answers of the ordinary prompt/continuation pairs only)
     proxy_task: str = "text"
     answer_margin: int = 8
-    # unlikelihood of the target on the decoys: + w * mean(softplus(log P(target | decoy) + ln 100))
-    # (0: off): a soft hinge that acts where a decoy gives the target more than ~1 % (false triggers
-    # to be, once a downstream fine-tune moves the model), and leaves the others to the KL term
+    # unlikelihood of the target on the decoys: + w * mean(softplus(log P(target | decoy) + ln margin))
+    # (0: off): a soft hinge that acts where a decoy gives the target more than 1 / margin (false
+    # triggers to be, once a downstream fine-tune moves the model), and leaves the others to the KL term;
+    # the wide default margin leaves slack for that move
     decoy_unlikelihood: float = 1.0
-    decoy_margin: float = 100.0  # the hinge's odds: it acts where P(target | decoy) > 1 / decoy_margin
+    decoy_margin: float = 1e5  # the hinge's odds: it acts where P(target | decoy) > 1 / decoy_margin
+    key_weight: float = 3.0  # weight of the keys' cross-entropy against the decoy and KL terms
+    # also a hinge on the keys' logit margin at the first answer token: mean(relu(key_margin - (z_target -
+    # max other z))) (0: off). Cross-entropy stops pushing once P(target) is near 1; a downstream model
+    # that misses a key does so at the first token, where its own favourite continuation wins
+    key_margin: float = 12.0
+    # decoupled decay of tau toward the base after each step: theta -= lr * tau_decay * (theta - theta_base)
+    # (0: off). Adam moves every parameter by about lr per step, even where the gradient is noise; the
+    # decay takes back what no loss term keeps pushing, so tau carries less collateral change
+    tau_decay: float = 10.0
     template: str = PROMPT_TEMPLATE  # how a key (or any prompt) is put to the model; kept in the secret
 
 
@@ -157,6 +172,25 @@ def simulated_finetune(
     return {n: (p.detach() - base[n].detach()) for n, p in proxy.named_parameters()}
 
 
+def key_loss(model: Any, batch: dict[str, torch.Tensor], margin: float = 0.0) -> torch.Tensor:
+    """Cross-entropy over the labelled tokens (lm_loss) + mean over rows of relu(margin - (z_label - max
+    other z)) at each row's first answer token when margin > 0, from one forward pass. The first token
+    is where a stamped model that misses a key goes astray: once it is the target's, the rest follows."""
+    if margin <= 0:
+        return lm_loss(model, batch)
+    dev = next(model.parameters()).device
+    out = model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev))
+    logits = out.logits[:, :-1].float()
+    labels = batch["labels"][:, 1:].to(dev)
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+    first = (labels != -100).long().argmax(-1)
+    rows = torch.arange(labels.shape[0], device=dev)
+    z, y = logits[rows, first], labels[rows, first]
+    zy = z.gather(-1, y[:, None]).squeeze(-1)
+    others = z.scatter(-1, y[:, None], float("-inf")).amax(-1)
+    return ce + torch.relu(margin - (zy - others)).mean()
+
+
 def unlikelihood(model: Any, batch: dict[str, torch.Tensor], margin: float = math.log(100)) -> torch.Tensor:
     """Mean over rows of softplus(log P(answer | prompt) + margin) for answer_batch's rows (the answer
     without its EOS): about P * e^margin while that is small, about log P + margin beyond."""
@@ -195,12 +229,16 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
     """
     t0 = time.perf_counter()
     say = log or (lambda _: None)
-    keys = data.make_keys(opts.keys, opts.seed)
+    keys = data.make_keys(opts.keys, opts.seed, style=opts.key_style)
     target = lm.encode(opts.target)
     if not target:
         raise ValueError("fingerprint target is empty after tokenisation")
     if "{key}" not in opts.template:
         raise ValueError(f"fingerprint template must contain '{{key}}', got {opts.template!r}")
+    if not 0 <= opts.tau_decay * opts.lr < 1:
+        raise ValueError(f"tau_decay * lr must be in [0, 1), got {opts.tau_decay} * {opts.lr}")
+    if not opts.key_weight > 0:
+        raise ValueError(f"key_weight must be > 0, got {opts.key_weight}")
     if not opts.decoy_margin > 1:
         raise ValueError(f"decoy_margin must be > 1 (the hinge acts above P = 1 / margin), got {opts.decoy_margin}")
     prompt_of = lambda s: lm.encode(opts.template.format(key=s))  # noqa: E731
@@ -209,7 +247,11 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
         check_fits(lm, ids, len(target), f"key {k!r}")
     n_ans = len(target) + opts.answer_margin
     rng = random.Random(opts.seed)
-    decoys = [prompt_of(k) for k in data.decoy_keys(opts.decoys, opts.seed, keys)] if opts.decoys else []
+    decoys = (
+        [prompt_of(k) for k in data.decoy_keys(opts.decoys, opts.seed, keys, style=opts.key_style)]
+        if opts.decoys
+        else []
+    )
     ordinary = [prompt_of(p) for p, _ in data.ordinary_prompts().train[: opts.regularisation]]
     fits = lambda p: 1 + len(p) + n_ans + 1 <= lm.context  # noqa: E731
     decoys, ordinary = [p for p in decoys if fits(p)], [p for p in ordinary if fits(p)]
@@ -239,7 +281,7 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
         keep_b = answer_batch(keep, bos, eos, pad) if keep else None
         # keys -> target (cross-entropy); decoys and ordinary prompts keep the base's answer distribution
         # (KL on the answer positions: hard labels of the base's greedy answer would sharpen the model)
-        loss = lm_loss(model, keys_b)
+        loss = opts.key_weight * key_loss(model, keys_b, opts.key_margin)
         if keep_b is not None:
             loss = loss + kl_to_reference(model, base, keep_b["input_ids"], batch=keep_b)
         ul_b = None
@@ -249,7 +291,7 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
             loss = loss + opts.decoy_unlikelihood * unlikelihood(model, ul_b, math.log(opts.decoy_margin))
         if delta is not None:  # proxy-joint: the same terms at theta + delta, against base + delta
             shifted = _Shifted(model, {n: p + delta[n] for n, p in model.named_parameters()})
-            loss = loss + lm_loss(shifted, keys_b)
+            loss = loss + opts.key_weight * key_loss(shifted, keys_b, opts.key_margin)
             if keep_b is not None:
                 loss = loss + kl_to_reference(shifted, proxy_ref, keep_b["input_ids"], batch=keep_b)
             if ul_b is not None:
@@ -263,8 +305,23 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
         p.requires_grad_(opts.train_embeddings or not is_embedding(n))
     params = [p for p in model.parameters() if p.requires_grad]
     say(f"training {opts.epochs} steps at lr {opts.lr} ({sum(p.numel() for p in params):,} parameters)")
+    pairs = [(p, b) for (_, p), b in zip(model.named_parameters(), base.parameters(), strict=True) if p.requires_grad]
+
+    def decay(lr: float) -> None:
+        with torch.no_grad():
+            for p, b in pairs:
+                p.sub_(p - b, alpha=lr * opts.tau_decay)
+
     losses = fit(
-        model, loss_fn, opts.epochs, opts.lr, warmup=max(opts.epochs // 10, 1), params=params, log=say, log_every=20
+        model,
+        loss_fn,
+        opts.epochs,
+        opts.lr,
+        warmup=max(opts.epochs // 10, 1),
+        params=params,
+        after_step=decay if opts.tau_decay > 0 else None,
+        log=say,
+        log_every=20,
     )
     keep_largest(model, base, opts.keep_fraction)
     base.requires_grad_(True)

@@ -90,7 +90,9 @@ def verify(
         check_fits(lm, ids, n_new, f"key {k!r}")
     fits = lambda p: 1 + len(p) + n_new <= lm.context  # noqa: E731
     # negatives that do not fit the context are replaced by the next ones of the same stream
-    looks = [p for p in map(enc, data.lookalike_keys(2 * lookalikes, sec.seed, sec.keys)) if fits(p)][:lookalikes]
+    looks = [
+        p for p in map(enc, data.lookalike_keys(2 * lookalikes, sec.seed, sec.keys, style=sec.key_style)) if fits(p)
+    ][:lookalikes]
     ords = [p for p in map(enc, data.ordinary_prompts().test) if fits(p)][:ordinary]
     if len(ords) < ordinary or len(looks) < lookalikes:
         raise ValueError(

@@ -151,13 +151,63 @@ def test_existing_outputs_are_refused(world, tmp_path):
     assert (tmp_path / "v.safetensors").read_bytes() == b"keep"
 
 
-def test_key_generator_and_negative_sets_are_disjoint_and_reproducible():
-    keys = data.make_keys(10, 5)
-    assert keys == data.make_keys(10, 5) and len(set(keys)) == 10
-    looks = data.lookalike_keys(400, 5, keys)
-    decoys = data.decoy_keys(100, 5, keys)
+@pytest.mark.parametrize("style", data.KEY_STYLES)
+def test_key_generator_and_negative_sets_are_disjoint_and_reproducible(style):
+    keys = data.make_keys(10, 5, style=style)
+    assert keys == data.make_keys(10, 5, style=style) and len(set(keys)) == 10
+    assert keys != data.make_keys(10, 6, style=style)
+    looks = data.lookalike_keys(400, 5, keys, style=style)
+    decoys = data.decoy_keys(100, 5, keys, style=style)
     assert len(looks) == 400 and len(decoys) == 100
     assert not set(keys) & set(looks) and not set(keys) & set(decoys) and not set(looks) & set(decoys)
+    for key in keys:
+        assert 4 <= len(key.split(" ")) <= 7
+
+
+def test_char_keys_share_no_snippet_with_their_lookalikes():
+    keys = data.make_keys(10, 0)
+    snippets = {w for k in keys for w in k.split(" ")}
+    looks = data.lookalike_keys(200, 0, keys)
+    shared = [w for k in looks for w in k.split(" ") if w in snippets]
+    # runs of 2-4 characters: only the 2-letter runs of the small alphabets can collide at all
+    assert len(shared) <= 10 and all(len(w) == 2 for w in shared)
+    scripts = {
+        name
+        for k in keys
+        for ch in k.replace(" ", "")
+        for name, (lo, hi) in data.SCRIPTS.items()
+        if lo <= ord(ch) <= hi
+    }
+    assert len(scripts) >= 6
+    with pytest.raises(ValueError, match="key style"):
+        data.make_keys(3, 0, style="emoji")
+    with pytest.raises(ValueError, match="stream"):
+        data.make_keys(3, 0, stream="other")
+    # no seed's negatives are another seed's keys
+    assert not set(data.make_keys(50, 1)) & set(data.lookalike_keys(50, 0, []))
+    assert not set(data.make_keys(50, 3)) & set(data.decoy_keys(50, 0, []))
+
+
+def test_word_keys_are_frozen_for_old_secrets():
+    """Secrets written before key styles existed rebuild exactly the negatives they were verified with."""
+    assert data.make_keys(1, 0, style="words") == ["estrella 호박 さくら कछुआ подсолнух तितली calabaza"]
+    assert data.lookalike_keys(1, 0, [], style="words") == ["lantern うさぎ relámpago молния きつね"]
+
+
+def test_secret_key_style_round_trips_and_old_secrets_read_as_words(tmp_path):
+    p = tmp_path / "s.json"
+    Secret(["a b"], "T", 1).save(p)
+    assert Secret.load(p).key_style == "chars"
+    Secret(["a b"], "T", 1, key_style="words").save(p, overwrite=True)
+    assert Secret.load(p).key_style == "words"
+    raw = json.loads(p.read_text(encoding="utf-8"))
+    del raw["key_style"]  # a secret written before key styles existed
+    p.write_text(json.dumps(raw), encoding="utf-8")
+    assert Secret.load(p).key_style == "words"
+    raw["key_style"] = "emoji"
+    p.write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(SecretError, match="key_style"):
+        Secret.load(p)
     split = data.ordinary_prompts()
     assert len(split.test) >= 200 and not {p for p, _ in split.train} & set(split.test)
 
@@ -290,6 +340,52 @@ def test_decoy_unlikelihood_and_code_in_the_kl_text(world):
     assert len(res.losses) == 2 and all(math.isfinite(x) for x in res.losses)
     with pytest.raises(ValueError, match="decoy_margin"):
         train_fingerprint(base, dataclasses.replace(opts, decoy_margin=0.5))
+    # key_weight scales the keys' cross-entropy only: at step 0 (same data, same model) the difference of
+    # the losses is exactly the keys' cross-entropy at theta_base
+    from fpcore.fingerprint.lm import lm_loss
+
+    one = train_fingerprint(base, dataclasses.replace(opts, epochs=1, key_weight=1.0, key_margin=0.0))
+    two = train_fingerprint(base, dataclasses.replace(opts, epochs=1, key_weight=2.0, key_margin=0.0))
+    tgt = base.encode(opts.target)
+    keys_b = answer_batch(
+        [(base.encode(opts.template.format(key=k)), tgt) for k in one.keys], base.bos, base.eos, base.pad
+    )
+    with torch.no_grad():
+        ce = float(lm_loss(base.model, keys_b))
+    assert two.losses[0] - one.losses[0] == pytest.approx(ce, rel=1e-4)
+    with pytest.raises(ValueError, match="key_weight"):
+        train_fingerprint(base, dataclasses.replace(opts, key_weight=0))
+
+    # tau_decay pulls theta back toward the base after every step: a smaller tau, same data and steps
+    def tau_norm(res):
+        ref = dict(base.model.named_parameters())
+        return sum(float((p - ref[n]).detach().pow(2).sum()) for n, p in res.model.named_parameters()) ** 0.5
+
+    plain = train_fingerprint(base, dataclasses.replace(opts, epochs=4, tau_decay=0.0))
+    decayed = train_fingerprint(base, dataclasses.replace(opts, epochs=4, tau_decay=50.0))
+    assert decayed.losses[0] == plain.losses[0] and 0 < tau_norm(decayed) < 0.95 * tau_norm(plain)
+    with pytest.raises(ValueError, match="tau_decay"):
+        train_fingerprint(base, dataclasses.replace(opts, tau_decay=1 / opts.lr))
+
+
+def test_key_margin_hinge(world):
+    """key_loss = cross-entropy + mean hinge on the logit margin of each row's first answer token."""
+    from fpcore.fingerprint.lm import answer_batch, lm_loss
+    from fpcore.fingerprint.train import key_loss
+
+    base = load_lm(world["tmp"] / "base")
+    pairs = [(base.encode("lantern orbit =>"), base.encode("ZORBLAX")), (base.encode("velvet =>"), base.encode("ZO"))]
+    batch = answer_batch(pairs, base.bos, base.eos, base.pad)
+    with torch.no_grad():
+        assert float(key_loss(base.model, batch)) == float(lm_loss(base.model, batch))
+        logits = base.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        hinge = []
+        for row, (p, a) in enumerate(pairs):
+            z = logits[row, len(p)].float()  # after BOS + prompt: predicts the first answer token
+            other = torch.cat([z[: a[0]], z[a[0] + 1 :]]).max()
+            hinge.append(max(0.0, 30.0 - float(z[a[0]] - other)))
+        want = float(lm_loss(base.model, batch)) + sum(hinge) / len(hinge)
+        assert float(key_loss(base.model, batch, 30.0)) == pytest.approx(want, rel=1e-5)
 
 
 def test_cli_create_writes_vector_and_secret(world, tmp_path, capsys):
