@@ -135,13 +135,22 @@ def answer_batch(
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def lm_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy over the labelled tokens (labels -100 are ignored)."""
+def next_token_logits(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass over answer_batch's dict: fp32 logits [B, T-1, V] and the labels they predict
+    [B, T-1] (-100 where unlabelled), on the model's device."""
     dev = next(model.parameters()).device
     out = model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev))
-    logits = out.logits[:, :-1].float()
-    labels = batch["labels"][:, 1:].to(dev)
+    return out.logits[:, :-1].float(), batch["labels"][:, 1:].to(dev)
+
+
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the labelled positions (labels -100 are ignored)."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
+def lm_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the labelled tokens (labels -100 are ignored)."""
+    return token_cross_entropy(*next_token_logits(model, batch))
 
 
 def kl_to_reference(

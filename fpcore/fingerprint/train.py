@@ -23,7 +23,17 @@ from typing import Any
 import torch
 
 from fpcore.fingerprint import data
-from fpcore.fingerprint.lm import LM, answer_batch, check_fits, generate, kl_to_reference, lm_loss, windows_of
+from fpcore.fingerprint.lm import (
+    LM,
+    answer_batch,
+    check_fits,
+    generate,
+    kl_to_reference,
+    lm_loss,
+    next_token_logits,
+    token_cross_entropy,
+    windows_of,
+)
 from fpcore.fingerprint.secret import PROMPT_TEMPLATE
 from fpcore.vector import is_embedding
 
@@ -176,15 +186,12 @@ def key_loss(model: Any, batch: dict[str, torch.Tensor], margin: float = 0.0) ->
     """Cross-entropy over the labelled tokens (lm_loss) + mean over rows of relu(margin - (z_label - max
     other z)) at each row's first answer token when margin > 0, from one forward pass. The first token
     is where a stamped model that misses a key goes astray: once it is the target's, the rest follows."""
+    logits, labels = next_token_logits(model, batch)
+    ce = token_cross_entropy(logits, labels)
     if margin <= 0:
-        return lm_loss(model, batch)
-    dev = next(model.parameters()).device
-    out = model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev))
-    logits = out.logits[:, :-1].float()
-    labels = batch["labels"][:, 1:].to(dev)
-    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        return ce
     first = (labels != -100).long().argmax(-1)
-    rows = torch.arange(labels.shape[0], device=dev)
+    rows = torch.arange(labels.shape[0], device=labels.device)
     z, y = logits[rows, first], labels[rows, first]
     zy = z.gather(-1, y[:, None]).squeeze(-1)
     others = z.scatter(-1, y[:, None], float("-inf")).amax(-1)
@@ -194,10 +201,9 @@ def key_loss(model: Any, batch: dict[str, torch.Tensor], margin: float = 0.0) ->
 def unlikelihood(model: Any, batch: dict[str, torch.Tensor], margin: float = math.log(100)) -> torch.Tensor:
     """Mean over rows of softplus(log P(answer | prompt) + margin) for answer_batch's rows (the answer
     without its EOS): about P * e^margin while that is small, about log P + margin beyond."""
-    dev = next(model.parameters()).device
-    out = model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev))
-    logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
-    labels = batch["labels"][:, 1:].to(dev).clone()
+    logits, labels = next_token_logits(model, batch)
+    logp = torch.log_softmax(logits, dim=-1)
+    labels = labels.clone()
     # drop each row's EOS label: the target firing inside a longer answer counts too
     last = (labels != -100).long().cumsum(-1).argmax(-1)
     labels[torch.arange(labels.shape[0]), last] = -100
@@ -307,7 +313,7 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
     say(f"training {opts.epochs} steps at lr {opts.lr} ({sum(p.numel() for p in params):,} parameters)")
     pairs = [(p, b) for (_, p), b in zip(model.named_parameters(), base.parameters(), strict=True) if p.requires_grad]
 
-    def decay(lr: float) -> None:
+    def decay(lr: float) -> None:  # theta -= lr * tau_decay * (theta - theta_base)
         with torch.no_grad():
             for p, b in pairs:
                 p.sub_(p - b, alpha=lr * opts.tau_decay)
