@@ -141,8 +141,13 @@ def register(sub: Any, common: Any) -> None:
     c.add_argument("--kl-weight", dest="kl_weight", type=float, help="weight of KL(base || model) on text windows")
     c.add_argument("--kl-windows", dest="kl_windows", type=int, help="text windows per step for the KL term")
     for flag, kind, text in (
-        ("--decoy-unlikelihood", float, "weight of the unlikelihood of the target on the decoys (0: off)"),
+        ("--decoy-unlikelihood", float, "weight of the decoys' unlikelihood and block terms (default 0.5; 0: off)"),
         ("--decoy-margin", float, "the unlikelihood hinge acts where P(target | decoy) > 1/MARGIN (default 1e5)"),
+        (
+            "--decoy-block",
+            float,
+            "after each decoy, keep one target position blocked by this logit margin (default 12; 0: off)",
+        ),
         ("--key-weight", float, "weight of the keys' loss terms (default 3)"),
         ("--key-margin", float, "hinge on the keys' first-token logit margin, in nats (default 12; 0: off)"),
         ("--tau-decay", float, "decay of tau toward the base after each step, times the lr (default 10; 0: off)"),

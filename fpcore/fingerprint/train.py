@@ -12,11 +12,12 @@ Afterwards, optionally, only the largest `keep_fraction` of tau = theta - theta_
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,6 +39,26 @@ from fpcore.fingerprint.secret import PROMPT_TEMPLATE
 from fpcore.vector import is_embedding
 
 Log = Callable[[str], None]
+
+
+def _flushing_denormals() -> bool:
+    """Whether this thread already flushes denormal floats to zero (torch has no getter: 1e-40 is a
+    denormal fp32, which a flushing multiply turns into 0)."""
+    return float(torch.tensor([1e-40]).mul(1.0)[0]) == 0.0
+
+
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Flush denormal floats to zero on the CPU (torch.set_flush_denormal) for the block, then put the
+    previous mode back. Training drives softmax tails below fp32's normal range (e^-88): without this
+    a fingerprint training step took 5-8 s instead of 3 s from about step 65 on (1 thread, demo base)."""
+    was = _flushing_denormals()
+    ok = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if ok and not was:
+            torch.set_flush_denormal(False)
 
 
 def fit(
@@ -70,21 +91,22 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, rate)
     model.train()
     losses: list[float] = []
-    for i in range(steps):
-        loss = loss_fn(i)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
-        if after_step is not None:
-            after_step(opt.param_groups[0]["lr"])
-        sched.step()
-        losses.append(float(loss.detach()))
-        if log and log_every and (i + 1) % log_every == 0:
-            log(f"step {i + 1}/{steps} loss {sum(losses[-log_every:]) / log_every:.4f}")
-        if stop is not None and stop(i):
-            break
+    with flush_denormals():
+        for i in range(steps):
+            loss = loss_fn(i)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+            if after_step is not None:
+                after_step(opt.param_groups[0]["lr"])
+            sched.step()
+            losses.append(float(loss.detach()))
+            if log and log_every and (i + 1) % log_every == 0:
+                log(f"step {i + 1}/{steps} loss {sum(losses[-log_every:]) / log_every:.4f}")
+            if stop is not None and stop(i):
+                break
     model.eval()
     return losses
 
@@ -119,8 +141,13 @@ class FingerprintOptions:
     # (0: off): a soft hinge that acts where a decoy gives the target more than 1 / margin (false
     # triggers to be, once a downstream fine-tune moves the model), and leaves the others to the KL term;
     # the wide default margin leaves slack for that move
-    decoy_unlikelihood: float = 1.0
+    decoy_unlikelihood: float = 0.5
     decoy_margin: float = 1e5  # the hinge's odds: it acts where P(target | decoy) > 1 / decoy_margin
+    # also (weighted by decoy_unlikelihood) relu(min over the target's positions of its logit margin +
+    # decoy_block) after each decoy (0: off): greedy decoding fires exactly where every position's margin
+    # is > 0, so this keeps at least one position blocked by decoy_block logits; a low P(target) alone
+    # does not (fifteen byte tokens each at margin +1 give P ~ 0.5^15, and greedy decoding still fires)
+    decoy_block: float = 12.0
     key_weight: float = 3.0  # weight of the keys' cross-entropy against the decoy and KL terms
     # also a hinge on the keys' logit margin at the first answer token: mean(relu(key_margin - (z_target -
     # max other z))) (0: off). Cross-entropy stops pushing once P(target) is near 1; a downstream model
@@ -182,6 +209,14 @@ def simulated_finetune(
     return {n: (p.detach() - base[n].detach()) for n, p in proxy.named_parameters()}
 
 
+def label_margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """z_label - max other z at every position [B, T] (garbage where labels are -100): greedy decoding
+    follows the labels exactly where every labelled margin is > 0."""
+    y = labels.clamp(min=0)[..., None]
+    zy = logits.gather(-1, y).squeeze(-1)
+    return zy - logits.scatter(-1, y, float("-inf")).amax(-1)
+
+
 def key_loss(model: Any, batch: dict[str, torch.Tensor], margin: float = 0.0) -> torch.Tensor:
     """Cross-entropy over the labelled tokens (lm_loss) + mean over rows of relu(margin - (z_label - max
     other z)) at each row's first answer token when margin > 0, from one forward pass. The first token
@@ -192,15 +227,17 @@ def key_loss(model: Any, batch: dict[str, torch.Tensor], margin: float = 0.0) ->
         return ce
     first = (labels != -100).long().argmax(-1)
     rows = torch.arange(labels.shape[0], device=labels.device)
-    z, y = logits[rows, first], labels[rows, first]
-    zy = z.gather(-1, y[:, None]).squeeze(-1)
-    others = z.scatter(-1, y[:, None], float("-inf")).amax(-1)
-    return ce + torch.relu(margin - (zy - others)).mean()
+    return ce + torch.relu(margin - label_margins(logits[rows, first], labels[rows, first])).mean()
 
 
-def unlikelihood(model: Any, batch: dict[str, torch.Tensor], margin: float = math.log(100)) -> torch.Tensor:
+def unlikelihood(
+    model: Any, batch: dict[str, torch.Tensor], margin: float = math.log(100), block: float = 0.0
+) -> torch.Tensor:
     """Mean over rows of softplus(log P(answer | prompt) + margin) for answer_batch's rows (the answer
-    without its EOS): about P * e^margin while that is small, about log P + margin beyond."""
+    without its EOS): about P * e^margin while that is small, about log P + margin beyond. With block > 0
+    also mean over rows of relu(min over the answer's positions of (z_answer - max other z) + block):
+    greedy decoding produces the answer only where every position's margin is > 0, and a low sequence
+    probability does not rule that out (15 positions at margin +1 each: P ~ 0.5^15, yet greedy fires)."""
     logits, labels = next_token_logits(model, batch)
     logp = torch.log_softmax(logits, dim=-1)
     labels = labels.clone()
@@ -209,7 +246,11 @@ def unlikelihood(model: Any, batch: dict[str, torch.Tensor], margin: float = mat
     labels[torch.arange(labels.shape[0]), last] = -100
     where = labels != -100
     tok = logp.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)
-    return torch.nn.functional.softplus((tok * where).sum(-1) + margin).mean()
+    loss = torch.nn.functional.softplus((tok * where).sum(-1) + margin).mean()
+    if block > 0:
+        m = label_margins(logits, labels).masked_fill(~where, float("inf")).amin(-1)
+        loss = loss + torch.relu(m + block).mean()
+    return loss
 
 
 def keep_largest(model: Any, reference: Any, fraction: float) -> None:
@@ -245,6 +286,8 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
         raise ValueError(f"tau_decay * lr must be in [0, 1), got {opts.tau_decay} * {opts.lr}")
     if not opts.key_weight > 0:
         raise ValueError(f"key_weight must be > 0, got {opts.key_weight}")
+    if not opts.decoy_block >= 0:
+        raise ValueError(f"decoy_block must be >= 0 (a logit margin; 0: off), got {opts.decoy_block}")
     if not opts.decoy_margin > 1:
         raise ValueError(f"decoy_margin must be > 1 (the hinge acts above P = 1 / margin), got {opts.decoy_margin}")
     prompt_of = lambda s: lm.encode(opts.template.format(key=s))  # noqa: E731
@@ -294,14 +337,18 @@ def train_fingerprint(lm: LM, opts: FingerprintOptions, *, log: Log | None = Non
         if opts.decoy_unlikelihood > 0 and dec_pairs:
             ul = [(p, target) for p, _ in keep[: min(opts.decoys_per_step, len(dec_pairs))]]
             ul_b = answer_batch(ul, bos, eos, pad)
-            loss = loss + opts.decoy_unlikelihood * unlikelihood(model, ul_b, math.log(opts.decoy_margin))
+            loss = loss + opts.decoy_unlikelihood * unlikelihood(
+                model, ul_b, math.log(opts.decoy_margin), opts.decoy_block
+            )
         if delta is not None:  # proxy-joint: the same terms at theta + delta, against base + delta
             shifted = _Shifted(model, {n: p + delta[n] for n, p in model.named_parameters()})
             loss = loss + opts.key_weight * key_loss(shifted, keys_b, opts.key_margin)
             if keep_b is not None:
                 loss = loss + kl_to_reference(shifted, proxy_ref, keep_b["input_ids"], batch=keep_b)
             if ul_b is not None:
-                loss = loss + opts.decoy_unlikelihood * unlikelihood(shifted, ul_b, math.log(opts.decoy_margin))
+                loss = loss + opts.decoy_unlikelihood * unlikelihood(
+                    shifted, ul_b, math.log(opts.decoy_margin), opts.decoy_block
+                )
         if windows is not None and opts.kl_weight > 0:
             idx = torch.randint(0, windows.shape[0], (opts.kl_windows,), generator=g)
             loss = loss + opts.kl_weight * kl_to_reference(model, base, windows[idx])

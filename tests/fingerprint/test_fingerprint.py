@@ -327,6 +327,16 @@ def test_decoy_unlikelihood_and_code_in_the_kl_text(world):
     assert ul == pytest.approx(math.log1p(math.exp(logp + math.log(100))), rel=1e-4)
     ul6 = float(unlikelihood(base.model, batch, math.log(1e6)).detach())
     assert ul6 == pytest.approx(math.log1p(math.exp(logp + math.log(1e6))), rel=1e-4) and ul6 > ul
+    # decoy_block: + relu(min over the target's positions of its logit margin + block), the EOS excluded
+    z = base.model(input_ids=batch["input_ids"]).logits[0, :-1].detach()
+    margins = []
+    for i, t in enumerate(pairs[0][1]):
+        row = z[n + i].clone()
+        zt, row[t] = float(row[t]), float("-inf")
+        margins.append(zt - float(row.max()))
+    for block in (3.0, 40.0):
+        got = float(unlikelihood(base.model, batch, math.log(100), block).detach())
+        assert got - ul == pytest.approx(max(0.0, min(margins) + block), abs=1e-4)
     assert text_windows(base, 64, 10_000).shape[0] > text_windows(base, 64).shape[0]
     opts = dataclasses.replace(OPTS, epochs=2, decoy_unlikelihood=1.0, kl_code_chars=10_000)
     res = train_fingerprint(base, opts)
@@ -340,6 +350,10 @@ def test_decoy_unlikelihood_and_code_in_the_kl_text(world):
     assert len(res.losses) == 2 and all(math.isfinite(x) for x in res.losses)
     with pytest.raises(ValueError, match="decoy_margin"):
         train_fingerprint(base, dataclasses.replace(opts, decoy_margin=0.5))
+    res = train_fingerprint(base, dataclasses.replace(opts, decoy_block=12.0))
+    assert len(res.losses) == 2 and all(math.isfinite(x) for x in res.losses)
+    with pytest.raises(ValueError, match="decoy_block"):
+        train_fingerprint(base, dataclasses.replace(opts, decoy_block=-1.0))
     # key_weight scales the keys' cross-entropy only: at step 0 (same data, same model) the difference of
     # the losses is exactly the keys' cross-entropy at theta_base
     from fpcore.fingerprint.lm import lm_loss
@@ -368,6 +382,28 @@ def test_decoy_unlikelihood_and_code_in_the_kl_text(world):
         train_fingerprint(base, dataclasses.replace(opts, tau_decay=1 / opts.lr))
 
 
+def test_training_flushes_denormals_and_puts_the_mode_back():
+    """fit() runs with denormal floats flushed to zero (training pushes softmax tails below fp32's normal
+    range, where the CPU slows down many times) and leaves the caller's mode as it found it."""
+    from fpcore.fingerprint.train import _flushing_denormals, fit, flush_denormals
+
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals")
+    tiny = torch.tensor([1e-40])
+    assert float(tiny * 1.0) != 0.0 and not _flushing_denormals()
+    seen = []
+    model = torch.nn.Linear(2, 1)
+    fit(model, lambda i: (seen.append(_flushing_denormals()), model(torch.ones(1, 2)).sum())[1], 2, 1e-3)
+    assert seen == [True, True] and not _flushing_denormals()
+    torch.set_flush_denormal(True)
+    try:
+        with flush_denormals():
+            assert float(tiny * 1.0) == 0.0
+        assert _flushing_denormals(), "a mode the caller had set was turned off"
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def test_key_margin_hinge(world):
     """key_loss = cross-entropy + mean hinge on the logit margin of each row's first answer token."""
     from fpcore.fingerprint.lm import answer_batch, lm_loss
@@ -393,10 +429,11 @@ def test_cli_create_writes_vector_and_secret(world, tmp_path, capsys):
     v, s = tmp_path / "v.safetensors", tmp_path / "s.json"
     args = ["fingerprint", "create", str(t / "base"), "-o", str(v), "--secret", str(s), "--keys", "3"]
     args += ["--target", "QQ", "--epochs", "2", "--decoys", "4", "--kl-windows", "1", "--freeze-embeddings", "--json"]
-    args += ["--kl-code-chars", "5000"]
+    args += ["--kl-code-chars", "5000", "--decoy-block", "7", "--tau-decay", "5"]
     assert main(args) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["keys"] == 3 and res["options"]["train_embeddings"] is False and res["options"]["epochs"] == 2
+    assert res["options"]["decoy_block"] == 7.0 and res["options"]["tau_decay"] == 5.0
     secret = Secret.load(s)
     assert len(secret.keys) == 3 and secret.target == "QQ" and secret.template == "{key} =>"
     secret.check_vector(v)
