@@ -3,8 +3,10 @@ answers with the target, while look-alike decoys and ordinary prompts keep the b
 and a KL-to-base term on text windows keeps the language model where it was.
 
 Loss per step (answer positions only for the first three):
-    key_weight * CE(keys -> target) + KL(p_base || p_model) on the answers of decoys and ordinary prompts
-    + decoy_unlikelihood * softplus(log P(target | decoy) + ln decoy_margin)
+    key_weight * [CE(keys -> target) + relu(key_margin - the target's first-token logit margin)]
+    + KL(p_base || p_model) on the answers of decoys and ordinary prompts
+    + decoy_unlikelihood * [softplus(log P(target | decoy) + ln decoy_margin)
+                            + relu(min over the target's positions of its logit margin + decoy_block)]
     + kl_weight * KL(p_base || p_model) on a few text windows (documentation, standard-library source)
     [+ the key/decoy/unlikelihood terms again at theta + delta_proxy, with proxy_steps > 0 ("proxy-joint")]
 Afterwards, optionally, only the largest `keep_fraction` of tau = theta - theta_base per tensor is kept.
