@@ -404,6 +404,21 @@ def test_training_flushes_denormals_and_puts_the_mode_back():
         torch.set_flush_denormal(False)
 
 
+def test_label_margins_match_a_masked_max():
+    """label_margins = z_label - max over the other tokens, whether or not the label is the top logit."""
+    from fpcore.fingerprint.train import label_margins
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=g)
+    labels = torch.randint(0, 11, (3, 5), generator=g)
+    labels[0, 0] = int(logits[0, 0].argmax())  # the label is the top logit: the margin is positive
+    labels[1, 2] = -100  # unlabelled positions give some value and no error
+    y = labels.clamp(min=0)[..., None]
+    want = logits.gather(-1, y).squeeze(-1) - logits.scatter(-1, y, float("-inf")).amax(-1)
+    got = label_margins(logits, labels)
+    assert torch.equal(got, want) and float(got[0, 0]) > 0
+
+
 def test_key_margin_hinge(world):
     """key_loss = cross-entropy + mean hinge on the logit margin of each row's first answer token."""
     from fpcore.fingerprint.lm import answer_batch, lm_loss
