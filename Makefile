@@ -10,7 +10,7 @@ NATIVE_SRC := $(shell find csrc -name '*.cpp' -o -name '*.h') CMakeLists.txt set
 
 help:
 	@echo "make demo    set up, then run the main job: FP-VEC end to end on a small LM built here (fpcore-demo/report.md),"
-	@echo "             then a proof-of-training story (one honest record accepted, two forgeries rejected)"
+	@echo "             then a proof-of-training story (honest record accepted for its model; a substituted model, two forgeries rejected)"
 	@echo "make test    set up, lint, then run the test suite"
 	@echo "make bench   full CPU benchmark suite (>= 256 MB operands); regenerates the README table"
 	@echo "make bench-gpu   Triton benchmarks + gpu_check on a CUDA machine"

@@ -5,8 +5,9 @@ See README.md, "Proof of training", for the record format and what each verifier
 
 from .record import Record, RecordError, open_record
 from .recorder import Recorder
+from .result import CheckResult, Verdict
 from .task import Dataset, build_model, load_digits_split, train_step
-from .verify import CheckResult, Verdict, verify
+from .verify import verify
 
 __all__ = [
     "CheckResult",

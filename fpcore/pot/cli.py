@@ -1,7 +1,9 @@
 """`fpcore pot ...`: train (a recorded honest run), verify, forge, eval, demo.
 
-`pot verify` exits 0 when the record is accepted, 1 when rejected, 2 on bad input (a damaged record:
-missing file, hash mismatch, truncated checkpoint, bad JSON, each named).
+`pot verify REC --model M` exits 0 when the record is accepted (valid, and its final checkpoint is M bit
+for bit), 1 when rejected, 2 on bad input (a damaged record: missing file, hash mismatch, truncated
+checkpoint, bad JSON, each named; a model that cannot be read). Without --model it says plainly that no
+model was checked.
 """
 
 from __future__ import annotations
@@ -23,21 +25,12 @@ def _out(args: argparse.Namespace, result: dict, text: str) -> None:
 
 
 def _verdict_text(v) -> str:
-    lines = [f"{v.record}: {'ACCEPTED' if v.accepted else 'REJECTED'}"]
+    what = f"for model {v.model}" if v.model is not None else "(NO MODEL CHECKED: the record alone)"
+    lines = [f"{v.record} {what}: {'ACCEPTED' if v.accepted else 'REJECTED'}"]
     for c in v.checks.values():
         tag = {True: "pass", False: "FAIL", None: "skip"}[c.passed]
         lines.append(f"  [{tag}] {c.name}: {c.reason} ({c.seconds:.2f} s)")
     return "\n".join(lines)
-
-
-def _verdict_json(v) -> dict:
-    return {
-        "record": v.record,
-        "accepted": v.accepted,
-        "checks": {
-            n: {"passed": c.passed, "reason": c.reason, "seconds": c.seconds, **c.figures} for n, c in v.checks.items()
-        },
-    }
 
 
 def _checks(s: str) -> tuple[str, ...]:
@@ -64,9 +57,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import require_intact, verify
 
     _threads(args.threads)
-    v = verify(args.record, checks=args.checks, q=args.q, r=args.r, seed=args.seed)
+    v = verify(args.record, checks=args.checks, q=args.q, r=args.r, seed=args.seed, model=args.model)
     require_intact(v)
-    _out(args, _verdict_json(v), _verdict_text(v))
+    _out(args, v.as_dict(), _verdict_text(v))
     return 0 if v.accepted else 1
 
 
@@ -107,10 +100,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     _threads(args.threads)
     cfg = RunConfig(epochs=args.epochs, every=args.every)
     train, test = load_digits_split()
+    if args.save_model and Path(args.save_model).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.save_model}: already exists (pass --overwrite to replace it)")
     path, model, sec = train_recorded(args.output, cfg, train, args.seed, overwrite=args.overwrite)
     acc = accuracy(model, test)
     res = {"record": str(path), "seconds": sec, "test_accuracy": acc, "config": cfg.as_dict()}
-    _out(args, res, f"wrote {path}: {cfg.epochs} epochs recorded in {sec:.2f} s, test accuracy {acc:.3f}")
+    text = f"wrote {path}: {cfg.epochs} epochs recorded in {sec:.2f} s, test accuracy {acc:.3f}"
+    if args.save_model:
+        from .binding import save_model
+
+        res["model"] = str(save_model(model, args.save_model, overwrite=args.overwrite))
+        text += f"; the trained model in {res['model']}"
+    _out(args, res, text)
     return 0
 
 
@@ -151,7 +152,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     text = [
         table(res["records"]),
         "",
-        f"honest accepted {c['honest_accepted']}, forgeries rejected "
+        f"honest accepted {c['honest_accepted']}, false claims rejected "
         f"{c['forgeries_rejected']}; recorder overhead {c['recorder_overhead_median']:.2f}x",
     ]
     if "replay_over_training_median" in c:
@@ -186,8 +187,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .attacks import forge
+    from .binding import save_model
     from .task import accuracy, load_digits_split
-    from .train import RunConfig, train_recorded
+    from .train import RunConfig, train_plain, train_recorded
     from .verify import verify
 
     _threads(args.threads)
@@ -206,11 +208,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"recording every step (checkpoint every {cfg.every} steps, hash-chained)."
     )
     hp, final, sec = train_recorded(out / "honest", cfg, train, 0)
-    say(f"   {hp}: {sec:.2f} s, test accuracy {accuracy(final, test):.3f}")
+    alice = save_model(final, out / "alice-model.safetensors")
+    say(f"   {hp}: {sec:.2f} s, test accuracy {accuracy(final, test):.3f}; her model: {alice}")
     results = []
-    v = verify(hp, train, test_data=test, seed=1)
-    say("\n2. A verifier checks Alice's record:\n" + _verdict_text(v))
-    results.append({"kind": "honest", **_verdict_json(v)})
+    v = verify(hp, train, test_data=test, seed=1, model=alice)
+    say("\n2. A verifier checks Alice's record against her model:\n" + _verdict_text(v))
+    results.append({"kind": "honest", **v.as_dict()})
+    say("\n3. Mallory trains a model of his own and presents Alice's valid record as the proof for it (substitution):")
+    mallory = save_model(train_plain(cfg, train, 7)[0], out / "mallory-model.safetensors")
+    sv = verify(hp, train, test_data=test, seed=1, model=mallory)
+    say(_verdict_text(sv))
+    results.append({"kind": "substitution", **sv.as_dict()})
     for attack, story in (
         (
             "blindfolded",
@@ -225,15 +233,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ):
         say(f"\n{len(results) + 2}. {story}")
         f = forge(attack, out / f"forged-{attack}", final=final, honest=hp, data=train, cfg=cfg, seed=0)
-        fv = verify(f.path, train, test_data=test, seed=1)
+        fv = verify(f.path, train, test_data=test, seed=1, model=alice)
         say(_verdict_text(fv))
-        results.append({"kind": attack, **_verdict_json(fv)})
+        results.append({"kind": attack, **fv.as_dict()})
     ok = results[0]["accepted"] and not any(r["accepted"] for r in results[1:])
     (out / "demo.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     say(
         f"\n{'As expected' if ok else 'UNEXPECTED'}: honest record "
         f"{'accepted' if results[0]['accepted'] else 'rejected'}, "
-        f"{sum(not r['accepted'] for r in results[1:])}/2 forgeries rejected. Files in {out}/"
+        f"{sum(not r['accepted'] for r in results[1:])}/{len(results) - 1} false claims rejected. Files in {out}/"
     )
     if args.json:
         _out(args, {"out": str(out), "records": results}, "")
@@ -249,8 +257,16 @@ def register(sub, common) -> None:
             "--threads", type=int, default=1, help="torch and fpcore threads (default 1: the models are tiny)"
         )
 
-    v = ps.add_parser("verify", help="verify a record (exit 0 accepted, 1 rejected, 2 damaged or bad input)")
+    v = ps.add_parser(
+        "verify", help="verify a record for a model (exit 0 accepted, 1 rejected, 2 damaged or bad input)"
+    )
     v.add_argument("record", help="the record folder")
+    v.add_argument(
+        "--model",
+        metavar="M",
+        help="the model in dispute (safetensors file or model folder, state_dict names): accepted only if the "
+        "record ends at it bit for bit; without it no model is checked",
+    )
     v.add_argument("--q", type=int, default=1, help="largest updates replayed per epoch and metric (default 1)")
     v.add_argument("--r", type=int, default=2, help="random segments replayed as well (default 2)")
     v.add_argument("--checks", type=_checks, default=CHECK_NAMES, help=f"comma list from {','.join(CHECK_NAMES)}")
@@ -264,6 +280,7 @@ def register(sub, common) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--epochs", type=int, default=4)
     t.add_argument("--every", type=int, default=4, help="checkpoint interval k in steps")
+    t.add_argument("--save-model", metavar="M", help="also write the trained model here (.safetensors)")
     t.add_argument("--overwrite", action="store_true")
     threads(t)
     common(t)
@@ -299,7 +316,9 @@ def register(sub, common) -> None:
     common(rp)
     rp.set_defaults(func=cmd_report)
 
-    d = ps.add_parser("demo", help="a short story: one honest record accepted, two forgeries rejected")
+    d = ps.add_parser(
+        "demo", help="a short story: one honest record accepted; a substituted model and two forgeries rejected"
+    )
     d.add_argument("--out", default="pot-demo", help="folder for the demo's records (default ./pot-demo)")
     threads(d)
     common(d)

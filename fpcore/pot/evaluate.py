@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fpcore.io import AtomicOutput
 
@@ -26,7 +27,20 @@ from .train import RunConfig, train_plain, train_recorded
 from .verify import CHECKS, Verdict, check_integrity, check_replay, update_profile, verify
 
 TIMING_REPS = 3
-COLUMNS = ("integrity", "data", "init", "replay:top-Q", "replay:random", "replay:profile", "replay", "matching")
+COLUMNS = (
+    "integrity",
+    "binding",
+    "data",
+    "init",
+    "replay:top-Q",
+    "replay:random",
+    "replay:profile",
+    "replay",
+    "matching",
+)
+# Claims that present a valid honest record for a model it does not end at (see binding.py): another run's
+# model (substitution), and the record's own final model with one weight moved by one ulp.
+BINDING_ATTACKS = {"substitution": "g", "one-element": "g'"}
 
 
 def _jsonable(x):
@@ -42,15 +56,7 @@ def _jsonable(x):
 
 
 def verdict_json(kind: str, seed: int, v: Verdict, **extra) -> dict:
-    return {
-        "kind": kind,
-        "seed": seed,
-        "accepted": v.accepted,
-        "checks": {
-            n: {"passed": c.passed, "reason": c.reason, "seconds": c.seconds, **c.figures} for n, c in v.checks.items()
-        },
-        **extra,
-    }
+    return {"kind": kind, "seed": seed, **v.as_dict(), **extra}
 
 
 def _cell(rec: dict, col: str) -> bool | None:
@@ -91,7 +97,8 @@ def table(records: list[dict]) -> str:
         it = [r["checks"]["init"] for r in rs if r["checks"].get("init", {}).get("passed") is not None]
         if it:
             figs.append(f"KS p_min {min(c['p_min'] for c in it):.2g}")
-        name = k if k == "honest" else f"({ATTACKS[k][0]}) {k}"
+        label = ATTACKS[k][0] if k in ATTACKS else BINDING_ATTACKS.get(k)
+        name = f"({label}) {k}" if label else k
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {verdict} | {'; '.join(figs)} |")
     return "\n".join(lines)
 
@@ -129,7 +136,7 @@ def run_eval(
             else:
                 shutil.rmtree(path)
         os.sync()
-        v = verify(hp, train, test_data=test, checks=checks, q=q, r=r, seed=1000 + seed)
+        v = verify(hp, train, test_data=test, checks=checks, q=q, r=r, seed=1000 + seed, model=final.state_dict())
         rep = v.checks.get("replay")
         timed_replay = rep is not None and rep.passed is not None
         plain, replay_s = [], []
@@ -164,13 +171,20 @@ def run_eval(
         costs.append(cost)
         records.append(verdict_json("honest", seed, v))
         log(f"seed {seed} honest: {'accepted' if v.accepted else 'REJECTED: ' + '; '.join(v.reasons())}")
+        other = train_plain(cfg, train, seed + 10_000)[0]  # another run of the same recipe
+        for name, claimed in (("substitution", other.state_dict()), ("one-element", one_ulp_off(final.state_dict()))):
+            bv = verify(hp, train, test_data=test, checks=checks, q=q, r=r, seed=1000 + seed, model=claimed)
+            records.append(verdict_json(name, seed, bv))
+            log(f"seed {seed} {name}: {'ACCEPTED' if bv.accepted else 'rejected: ' + '; '.join(bv.reasons())[:160]}")
         if seed == 0:
             profiles["honest"] = update_profile(open_record(hp))["l2"]
         for name in attacks:
             t0 = time.perf_counter()
             fg = forge(name, sd / name, final=final, honest=hp, data=train, cfg=cfg, seed=seed)
             forge_s = time.perf_counter() - t0
-            fv = verify(fg.path, train, test_data=test, checks=checks, q=q, r=r, seed=1000 + seed)
+            fv = verify(
+                fg.path, train, test_data=test, checks=checks, q=q, r=r, seed=1000 + seed, model=final.state_dict()
+            )
             extra = {"forge_s": forge_s, "notes": fg.notes}
             if fg.data is not None:  # what replay would say if the verifier took the prover's data
                 sv = verify(fg.path, fg.data, checks=("integrity", "data", "replay"), q=q, r=r, seed=1000 + seed)
@@ -196,6 +210,15 @@ def run_eval(
     if out is not None:
         write_outputs(Path(out), result, profiles)
     return result
+
+
+def one_ulp_off(state: dict) -> dict:
+    """A copy of a state_dict with one element of its first floating-point tensor moved by one ulp."""
+    out = {n: t.detach().clone() for n, t in state.items()}
+    name = next(n for n, t in out.items() if t.is_floating_point() and t.numel())
+    flat = out[name].view(-1)
+    flat[0] = torch.nextafter(flat[0], torch.tensor(float("inf"), dtype=flat.dtype))
+    return out
 
 
 def _summary(records: list[dict], costs: list[dict]) -> dict:
@@ -306,7 +329,7 @@ def eval_summary_md(result: dict) -> str:
         "",
         table(result["records"]),
         "",
-        f"- honest accepted {c['honest_accepted']}, forgeries rejected {c['forgeries_rejected']}",
+        f"- honest accepted {c['honest_accepted']}, false claims rejected {c['forgeries_rejected']}",
         f"- timings per seed are medians of {c['per_seed'][0].get('timing_reps', 1)} runs; below, the median and max "
         "over seeds",
         f"- recorder overhead (recorded / plain training time, median): {c['recorder_overhead_median']:.2f}x",

@@ -3,24 +3,27 @@
 Checks, in order: integrity (files, sizes, sha256s, the hash chain), data (the verifier's dataset hashes
 to the record's), init (per-layer Kolmogorov-Smirnov of theta_0 against the declared initialiser),
 replay (top-Q per epoch + R random segments replayed, update-size profile) and matching (trajectory
-matching, see matching.py). A record is accepted when every check that ran passed. When integrity
-fails the rest are skipped: nothing in a broken record can be trusted.
+matching, see matching.py). With a model, `binding` (see binding.py) runs right after integrity: the
+record must end at that model, bit for bit. A record is accepted when every check that ran passed. When
+integrity fails the rest are skipped: nothing in a broken record can be trusted; when binding fails the
+rest are skipped too: whatever the record proves, it is not about this model.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from fpcore import extract_tensors, trajectory_stats
 
+from .binding import NOT_CHECKED, check_binding, open_model
 from .record import Record, RecordError, canonical, header_of, load_state, open_record, sha256_bytes, sha256_file
+from .result import CheckResult, Verdict
 from .task import Dataset, build_model, build_optimizer, init_bounds, load_dataset, train_step
 
 CHECKS = ("integrity", "data", "init", "replay", "matching")
@@ -37,25 +40,6 @@ DELTA_FLOOR = {"l1": 1e-6, "l2": 1e-6, "linf": 1e-6, "cosine": 1e-9}
 # ones shows spikes.
 PROFILE_MAX = 8.0
 KS_ALPHA = 0.01  # family-wise, Bonferroni-split over the tensors
-
-
-@dataclass
-class CheckResult:
-    name: str
-    passed: bool | None  # None: skipped
-    reason: str = ""
-    figures: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-@dataclass
-class Verdict:
-    record: str
-    accepted: bool
-    checks: dict[str, CheckResult]
-
-    def reasons(self) -> list[str]:
-        return [f"{c.name}: {c.reason}" for c in self.checks.values() if c.passed is False]
 
 
 # ---------------------------------------------------------------------------------------------- integrity
@@ -322,19 +306,26 @@ def verify(
     r: int = 2,
     seed: int | None = None,
     matching: dict | None = None,
+    model: str | Path | Mapping[str, torch.Tensor] | None = None,
 ) -> Verdict:
     """Run `checks` on a record and combine them: accepted iff every check that ran passed.
 
     data: the training set the record's batches index (default: loaded from the record's dataset source);
-    test_data: held-out real data for trajectory matching (default: the source's test split).
-    Raises RecordError when record.json is missing or malformed (integrity problems are a failed check).
+    test_data: held-out real data for trajectory matching (default: the source's test split);
+    model: the model in dispute (a safetensors file or model folder, or a state_dict): the record is
+    accepted only if it also ends at that model (`binding`). Without it the verdict's `binding` entry is
+    skipped and says that no model was checked.
+    Raises RecordError when record.json is missing or malformed (integrity problems are a failed check),
+    CheckpointError when `model` is not a readable model.
     """
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:
         raise ValueError(f"pot verify: unknown check(s) {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
+    source = open_model(model) if model is not None else None
     rec = record if isinstance(record, Record) else open_record(record)
     src = rec.doc["dataset"].get("source", {})
     out: dict[str, CheckResult] = {}
+    label = source.label if source is not None else None
 
     def run(name: str, fn) -> None:
         if name not in checks:
@@ -346,9 +337,17 @@ def verify(
 
     run("integrity", lambda: check_integrity(rec))
     if "integrity" in out and not out["integrity"].passed:
-        for c in checks:
+        for c in (*checks, "binding"):
             out.setdefault(c, CheckResult(c, None, "skipped: integrity failed"))
-        return Verdict(str(rec.path), False, out)
+        return Verdict(str(rec.path), False, out, label)
+    if source is None:
+        out["binding"] = CheckResult("binding", None, NOT_CHECKED)
+    else:
+        out["binding"] = check_binding(rec, source)
+        if not out["binding"].passed:
+            for c in checks:
+                out.setdefault(c, CheckResult(c, None, "skipped: the record does not end at the model"))
+            return Verdict(str(rec.path), False, out, label)
     if data is None and any(c in checks for c in ("data", "replay")):
         data = load_dataset({**src, "split": "train"})
     run("data", lambda: check_data(rec, data))
@@ -365,7 +364,7 @@ def verify(
             test_data = load_dataset({**src, "split": "test"})
         run("matching", lambda: check_matching(rec, test_data, seed=seed, **(matching or {})))
     accepted = all(c.passed is not False for c in out.values()) and any(c.passed for c in out.values())
-    return Verdict(str(rec.path), accepted, out)
+    return Verdict(str(rec.path), accepted, out, label)
 
 
 def require_intact(v: Verdict) -> None:

@@ -16,7 +16,7 @@ def test_verify_exit_codes_and_json(honest, tmp_path, capsys):
     assert "ACCEPTED" in out and "[pass] replay" in out
     assert main(["pot", "verify", str(path), *fast, "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["accepted"] is True and set(res["checks"]) == {"integrity", "data", "init", "replay"}
+    assert res["accepted"] is True and set(res["checks"]) == {"integrity", "binding", "data", "init", "replay"}
     assert res["checks"]["replay"]["passed"] is True and "delta" in res["checks"]["replay"]
     forged = tmp_path / "forged"
     assert main(["pot", "forge", "--attack", "interp", "--from", str(path), "-o", str(forged), "--quiet"]) == 0
@@ -50,11 +50,12 @@ def test_eval_writes_table_json_png(tmp_path, capsys):
     assert main([*args, "--out", str(out), "--json", "--quiet"]) == 0
     res = json.loads(capsys.readouterr().out)
     kinds = [r["kind"] for r in res["records"]]
-    assert kinds == ["honest", "tamper", "interp"]
-    assert res["records"][0]["accepted"] and not res["records"][1]["accepted"] and not res["records"][2]["accepted"]
+    assert kinds == ["honest", "substitution", "one-element", "tamper", "interp"]
+    assert [r["accepted"] for r in res["records"]] == [True, False, False, False, False]
+    assert [r["checks"]["binding"]["passed"] for r in res["records"]] == [True, False, False, None, True]
     assert res["costs"]["per_seed"][0]["replay_over_training"] > 0
     md = (out / "pot_eval.md").read_text()
-    assert "| honest |" in md and "**accepted 1/1**" in md and "(f) tamper" in md
+    assert "| honest |" in md and "**accepted 1/1**" in md and "(f) tamper" in md and "(g) substitution" in md
     assert (out / "pot_eval.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "pot_eval.json").read_text())["seeds"] == 1
 
@@ -63,9 +64,15 @@ def test_demo_tells_the_story(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["pot", "demo", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "ACCEPTED" in text and text.count("REJECTED") == 2 and "As expected" in text
+    assert "ACCEPTED" in text and text.count("REJECTED") == 3 and "As expected" in text
     res = json.loads((out / "demo.json").read_text())
-    assert [r["accepted"] for r in res] == [True, False, False]
+    assert [(r["kind"], r["accepted"]) for r in res] == [
+        ("honest", True),
+        ("substitution", False),
+        ("blindfolded", False),
+        ("penalty", False),
+    ]
+    assert [r["checks"]["binding"]["passed"] for r in res] == [True, False, True, True]
     assert main(["pot", "demo", "--out", str(out), "--quiet"]) == 0  # a rerun replaces its own folder
     (tmp_path / "other").mkdir()
     assert main(["pot", "demo", "--out", str(tmp_path / "other")]) == 2
