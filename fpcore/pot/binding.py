@@ -74,11 +74,12 @@ def first_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
     if a.numel() == 0:
         return 0, -1
     size = a.element_size()
-    ua = a.detach().contiguous().reshape(-1).view(torch.uint8).view(-1, size)
-    ub = b.detach().contiguous().reshape(-1).view(torch.uint8).view(-1, size)
-    ne = (ua != ub).any(dim=1)
-    count = int(ne.sum())
-    return count, (int(ne.nonzero()[0, 0]) if count else -1)
+    ua = a.detach().contiguous().reshape(-1).view(torch.uint8)
+    ub = b.detach().contiguous().reshape(-1).view(torch.uint8)
+    if torch.equal(ua, ub):  # the common case, without a mask as large as the tensor
+        return 0, -1
+    ne = (ua != ub).view(-1, size).any(dim=1)
+    return int(ne.sum()), int(ne.to(torch.uint8).argmax())  # argmax: the first of the maxima
 
 
 def check_binding(rec: Record, model: ModelSource) -> CheckResult:

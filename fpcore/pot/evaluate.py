@@ -136,7 +136,8 @@ def run_eval(
             else:
                 shutil.rmtree(path)
         os.sync()
-        v = verify(hp, train, test_data=test, checks=checks, q=q, r=r, seed=1000 + seed, model=final.state_dict())
+        stolen = final.state_dict()  # the model every claim below is about
+        v = verify(hp, train, test_data=test, checks=checks, q=q, r=r, seed=1000 + seed, model=stolen)
         rep = v.checks.get("replay")
         timed_replay = rep is not None and rep.passed is not None
         plain, replay_s = [], []
@@ -172,7 +173,7 @@ def run_eval(
         records.append(verdict_json("honest", seed, v))
         log(f"seed {seed} honest: {'accepted' if v.accepted else 'REJECTED: ' + '; '.join(v.reasons())}")
         other = train_plain(cfg, train, seed + 10_000)[0]  # another run of the same recipe
-        for name, claimed in (("substitution", other.state_dict()), ("one-element", one_ulp_off(final.state_dict()))):
+        for name, claimed in (("substitution", other.state_dict()), ("one-element", one_ulp_off(stolen))):
             bv = verify(hp, train, test_data=test, checks=checks, q=q, r=r, seed=1000 + seed, model=claimed)
             records.append(verdict_json(name, seed, bv))
             log(f"seed {seed} {name}: {'ACCEPTED' if bv.accepted else 'rejected: ' + '; '.join(bv.reasons())[:160]}")
@@ -182,9 +183,7 @@ def run_eval(
             t0 = time.perf_counter()
             fg = forge(name, sd / name, final=final, honest=hp, data=train, cfg=cfg, seed=seed)
             forge_s = time.perf_counter() - t0
-            fv = verify(
-                fg.path, train, test_data=test, checks=checks, q=q, r=r, seed=1000 + seed, model=final.state_dict()
-            )
+            fv = verify(fg.path, train, test_data=test, checks=checks, q=q, r=r, seed=1000 + seed, model=stolen)
             extra = {"forge_s": forge_s, "notes": fg.notes}
             if fg.data is not None:  # what replay would say if the verifier took the prover's data
                 sv = verify(fg.path, fg.data, checks=("integrity", "data", "replay"), q=q, r=r, seed=1000 + seed)
