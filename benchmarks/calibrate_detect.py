@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from fpcore import __version__, ops, stamping
-from fpcore.detect import ALPHA_MIN, COSINE_MIN, detect
+from fpcore.detect import ALPHA_NULL, RANK, detect
 from fpcore.io import write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +141,12 @@ def calibrate(seeds: int, shapes: dict[str, tuple[int, ...]], work: Path) -> dic
 
             def score(cls: str, path: Path, vec: Path = vec, b: Path = b, head: dict = head, **info: float) -> None:
                 r = detect(vec, path, b)
-                rows.append(head | {"class": cls, "alpha_hat": r.alpha_hat, "cosine": r.cosine} | info)
+                rows.append(
+                    head
+                    | {"class": cls, "alpha_hat": r.alpha_hat, "cosine": r.cosine}
+                    | {"alpha_star": r.alpha_star, "z": r.z, "p": r.p, "detected": r.detected}
+                    | info
+                )
 
             for i, drift in enumerate(DRIFTS):
                 down = save(
@@ -187,7 +192,7 @@ def calibrate(seeds: int, shapes: dict[str, tuple[int, ...]], work: Path) -> dic
                 }
     neg = [r for r in rows if r["class"] != "stamped"]
     pos = [r for r in rows if r["class"] == "stamped"]
-    detected = lambda r: r["alpha_hat"] >= ALPHA_MIN and r["cosine"] >= COSINE_MIN  # noqa: E731
+    detected = lambda r: r["detected"]  # noqa: E731 (the calibrated verdict: p < 1e-6 against alpha <= ALPHA_NULL)
     return {
         "note": "SYNTHETIC Llama-shaped bf16 families (random base, structured deltas), not trained LMs; "
         "every model scored through stamping.extract (bf16 vector) + fpcore.detect.detect on files.",
@@ -203,9 +208,10 @@ def calibrate(seeds: int, shapes: dict[str, tuple[int, ...]], work: Path) -> dic
         "max_abs_negative": {
             "alpha_hat": max(abs(r["alpha_hat"]) for r in neg),
             "cosine": max(abs(r["cosine"]) for r in neg),
+            "alpha_star": max(abs(r["alpha_star"]) for r in neg),
         },
         "null_cosine_expected_sd": 1 / math.sqrt(params),
-        "thresholds": {"alpha_min": ALPHA_MIN, "cosine_min": COSINE_MIN},
+        "thresholds": {"alpha_null": ALPHA_NULL, "rank_removed": RANK, "significance": 1e-6},
         "with_these_thresholds": {
             "stamped_detected": f"{sum(map(detected, pos))}/{len(pos)}",
             "negatives_detected": f"{sum(map(detected, neg))}/{len(neg)}",

@@ -188,10 +188,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     with _progress(total, "detect", args.quiet) as prog:
         res = detect(args.vector, args.suspect, args.base, progress=prog)
     sec = time.perf_counter() - t0
-    lines = [
-        f"{res.suspect}: {res.verdict} (thresholds alpha_hat >= {res.thresholds['alpha_min']}, "
-        f"cosine >= {res.thresholds['cosine_min']}; {res.tensors} tensors, {res.elements:,} elements, {sec:.2f} s)"
-    ]
+    lines = [f"{res.suspect}: {res.verdict} ({res.tensors} tensors, {res.elements:,} elements, {sec:.2f} s)"]
     lines += [f"  note: {n}" for n in res.notes]
     if args.tensors:
         lines += [
@@ -199,6 +196,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             for t in res.per_tensor
         ]
     result = {"command": "detect", "seconds": sec, **asdict(res)}
+    result["channels"] = {"white_box": result.pop("channel")}
     if not args.tensors:
         result.pop("per_tensor")
     _emit(args, result, "\n".join(lines))

@@ -7,7 +7,7 @@ import torch
 
 from fpcore import stamping
 from fpcore.cli import main
-from fpcore.detect import ALPHA_MIN, COSINE_MIN, detect
+from fpcore.detect import ALPHA_NULL, RANK, detect, idiosyncratic
 from fpcore.io import Checkpoint, write_safetensors
 from tests.test_stamping import base_tensors, make_model, perturbed
 
@@ -83,7 +83,7 @@ def test_figures_match_projection_and_each_tensor_is_read_once(fam, monkeypatch)
 @pytest.mark.parametrize("which", ["down", "independent", "base"])
 def test_unstamped_and_independent_models_are_not_detected(fam, which, capsys):
     r = detect(fam["vec"], fam[which], fam["base"])
-    assert not r.detected and r.alpha_hat < ALPHA_MIN
+    assert not r.detected and r.alpha_star < ALPHA_NULL and r.p > 0.5
     assert r.verdict.startswith("no fingerprint")
     assert main(["detect", str(fam["vec"]), str(fam[which]), "--base", str(fam["base"])]) == 1
     assert "no fingerprint" in capsys.readouterr().out
@@ -124,10 +124,12 @@ def test_json_output(fam, capsys):
     args = ["detect", str(fam["vec"]), str(fam["stamped"][1.0]), "--base", str(fam["base"]), "--json"]
     assert main(args) == 0
     res = json.loads(capsys.readouterr().out)
-    for key in ("detected", "verdict", "alpha_hat", "cosine", "tensors", "elements", "thresholds", "notes"):
+    for key in ("detected", "verdict", "p", "alpha_hat", "cosine", "alpha_star", "se", "z", "null", "notes"):
         assert key in res, key
-    assert res["command"] == "detect" and res["detected"] is True
-    assert res["thresholds"] == {"alpha_min": ALPHA_MIN, "cosine_min": COSINE_MIN}
+    assert res["command"] == "detect" and res["detected"] is True and res["p"] < 1e-6
+    assert res["null"] == {"alpha_null": ALPHA_NULL, "rank_removed": RANK, "significance": 1e-6}
+    white = res["channels"]["white_box"]
+    assert white["p"] == res["p"] and white["statistic"] == res["z"] and white["figures"]["alpha_star"] > 0.9
     assert res["suspect"] == str(fam["stamped"][1.0]) and "per_tensor" not in res
     assert main(args + ["--tensors"]) == 0
     res = json.loads(capsys.readouterr().out)
@@ -143,3 +145,33 @@ def test_text_output_lists_tensors(fam, capsys):
     assert f"  {Q}: alpha_hat" in out
     assert main(["detect", str(fam["vec"]), str(fam["stamped"][0.5]), "--base", str(fam["base"]), "--quiet"]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_calibrated_figures_by_hand(fam):
+    """alpha*, its sign-flip standard error, z and p recomputed here from the tensors and tau*."""
+    from fpcore.verdict import normal_tail
+
+    vec, s, b = Checkpoint(fam["vec"]), Checkpoint(fam["stamped"][0.5]), Checkpoint(fam["base"])
+    num = den = var = 0.0
+    for n in vec.names():
+        t = idiosyncratic(vec.get(n), b.get(n))
+        d = s.get(n).double() - b.get(n).double()
+        num, den, var = num + float((d * t).sum()), den + float((t * t).sum()), var + float((d * d * t * t).sum())
+    r = detect(fam["vec"], fam["stamped"][0.5], fam["base"])
+    assert r.alpha_star == pytest.approx(num / den) and r.se == pytest.approx(var**0.5 / den)
+    assert r.z == pytest.approx((num / den - ALPHA_NULL) / (var**0.5 / den))
+    assert r.p == pytest.approx(normal_tail(r.z)) and r.alpha_star == pytest.approx(0.5, abs=0.1)
+
+
+def test_idiosyncratic_part_is_orthogonal_to_scaled_base_and_top_directions():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(64, 48, generator=g)
+    low = torch.randn(64, 2, generator=g) @ torch.randn(2, 48, generator=g)
+    tau = 0.5 * base * torch.rand(1, 48, generator=g) + 3 * low + 0.1 * torch.randn(64, 48, generator=g)
+    t = idiosyncratic(tau, base, rank=4)
+    # exactly orthogonal to the base scaled per row (the last sweep); per column to 0.3 % of what tau had
+    assert float((t * base).sum(1).abs().max()) < 1e-9 * float(tau.norm() * base.norm())
+    assert float((t * base).sum(0).abs().max()) < 3e-3 * float((tau * base).sum(0).abs().max())
+    assert float(t.norm()) < float(tau.norm()) and float(t.norm()) > 0
+    # a tensor that only rescales the base per column leaves nothing behind
+    assert float(idiosyncratic(base * torch.rand(1, 48, generator=g), base, rank=0).norm()) < 1e-6 * float(base.norm())

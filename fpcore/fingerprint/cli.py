@@ -67,6 +67,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     secret = Secret.load(args.secret)
     if args.vector:
         secret.check_vector(args.vector, where=args.secret)
+    if args.base and not args.vector:
+        raise ValueError("fingerprint verify: --base is for the white-box channel, which also needs --vector")
     res = verify(
         args.model,
         secret,
@@ -75,11 +77,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
         lookalikes=args.lookalikes,
         ordinary=args.ordinary,
         significance=args.significance,
+        vector=args.vector if args.base else None,
+        base=args.base,
     )
-    text = (
-        f"{res.model}: {res.verdict}\n  FSR {100 * res.fsr:.0f}%, sampled {100 * res.sampled_rate:.0f}% "
-        f"(T={args.temperature}, {res.samples_per_key}/key); false triggers: look-alike "
-        f"{res.lookalike_fired}/{res.lookalikes}, ordinary {res.ordinary_fired}/{res.ordinary}"
+    text = "\n".join(
+        [
+            f"{res.model}: {res.verdict}",
+            *(f"  {n}: p = {c['p']:.3g}; {c['reason']}" for n, c in res.channels.items()),
+            f"  FSR {100 * res.fsr:.0f}%, sampled {100 * res.sampled_rate:.0f}% (T={args.temperature}, "
+            f"{res.samples_per_key}/key); false triggers: look-alike {res.lookalike_fired}/{res.lookalikes}, "
+            f"ordinary {res.ordinary_fired}/{res.ordinary}",
+        ]
     )
     result: dict[str, Any] = {"command": "fingerprint verify", **asdict(res)}
     _emit(args, result, text)
@@ -100,15 +108,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
     lines = [f"report: {args.out}/report.md, {args.out}/report.json, {args.out}/fsr_vs_drift.png"]
     for e in report["models"]:
         lines.append(
-            f"  {e['name']:<12} drift {100 * e['drift']:5.1f}%  FSR {100 * e['fsr_before']:3.0f}% -> "
+            f"  {e['name']:<14} drift {100 * e['drift']:5.1f}%  fingerprinted {e['fingerprinted_before']} -> "
+            f"{e['fingerprinted_after']} (p {e['p_after']:.2g})  FSR {100 * e['fsr_before']:3.0f}% -> "
             f"{100 * e['fsr_after']:3.0f}%  false triggers {100 * e['false_trigger_rate']:.2f}%  "
             f"{e['metric_before']:.2f} -> {e['metric_after']:.2f}"
         )
     lines.append(
-        "floors: " + ", ".join(f"{k} {'met' if v['met'] else 'MISSED'}" for k, v in f.items() if isinstance(v, dict))
+        "floors: "
+        + ", ".join(
+            f"{k} {'met' if v['met'] else 'MISSED'}" for k, v in f.items() if isinstance(v, dict) and "met" in v
+        )
     )
     lines.append(f"total {report['seconds_total']:.0f} s")
     _emit(args, report, "\n".join(lines))
+    return 0
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return out
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from fpcore.cli import _emit
+
+    _need_llm("fingerprint study")
+    from fpcore.fingerprint import study
+
+    st = study.run(
+        args.out, seeds=args.seeds, keys=args.keys, workers=args.workers, overwrite=args.overwrite, log=_log(args)
+    )
+    lines = [f"study: {args.out}/study.json, {args.out}/study.png ({st['seconds_total']:.0f} s)"]
+    for k, s in st["summary"].items():
+        met = ", ".join(f"{f} {n}/{len(s['seeds'])}" for f, n in s["floors_met"].items())
+        lines.append(f"  {k} keys, seeds {s['seeds']}: {met}")
+    _emit(args, st, "\n".join(lines))
     return 0
 
 
@@ -172,13 +211,18 @@ def register(sub: Any, common: Any) -> None:
 
     v = fsub.add_parser(
         "verify",
-        help="black-box check: do the secret keys make MODEL answer the target? (exit 0 yes, 1 no)",
+        help="is MODEL fingerprinted? black-, gray- (and with --vector/--base white-) box; exit 0 yes, 1 no",
         description="Ask MODEL the secret keys (greedy and sampled) and >= 200 look-alike keys and ordinary "
-        "prompts; a one-sided binomial test against the false-trigger rate gives the verdict.",
+        "prompts (black-box: binomial test on the keys that answer the target), score the target's log-probability "
+        "after each (gray-box: exact rank-sum test), and with --vector and --base project MODEL - BASE onto tau "
+        "(white-box). One verdict: Bonferroni over the channels, fingerprinted when p < --significance.",
     )
     v.add_argument("model", help="the model folder under test")
     v.add_argument("--secret", required=True, help="the secret file written by `fingerprint create`")
-    v.add_argument("--vector", help="also check that the secret belongs to this vector")
+    v.add_argument(
+        "--vector", help="check that the secret belongs to this vector (and, with --base, run the white-box channel)"
+    )
+    v.add_argument("--base", help="the base model folder: adds the white-box channel (needs --vector)")
     v.add_argument("--samples", type=int, default=5, help="sampled answers per key (default 5)")
     v.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
     v.add_argument("--lookalikes", type=int, default=200, help="look-alike keys (default 200)")
@@ -186,6 +230,18 @@ def register(sub: Any, common: Any) -> None:
     v.add_argument("--significance", type=float, default=1e-6, help="p-value below which it is fingerprinted")
     common(v)
     v.set_defaults(func=cmd_verify)
+
+    st = fsub.add_parser(
+        "study",
+        help="the demo's models trained once, fingerprinted with several key seeds (and key counts): study.json/png",
+    )
+    st.add_argument("--out", default="fpcore-study", help="output folder (default ./fpcore-study)")
+    st.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="key seeds, comma-separated (default 0,1,2)")
+    st.add_argument("--keys", type=_ints, default=[10], help="key counts, comma-separated (default 10)")
+    st.add_argument("--workers", type=int, default=1, help="runs at a time, one process and thread each (default 1)")
+    st.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    common(st)
+    st.set_defaults(func=cmd_study)
 
     d = sub.add_parser(
         "demo",

@@ -32,7 +32,7 @@ from fpcore.fingerprint.create import create
 from fpcore.fingerprint.lm import LM, load_lm, perplexity, save_lm, windows_of
 from fpcore.fingerprint.secret import Secret
 from fpcore.fingerprint.train import FingerprintOptions, fit
-from fpcore.fingerprint.verify import verify
+from fpcore.fingerprint.verify import SIGNIFICANCE, verify
 from fpcore.io import AtomicOutput, Checkpoint
 
 
@@ -130,6 +130,40 @@ def run(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool = Fal
 
 
 def _run(tmp: Path, out: Path, cfg: DemoConfig, clock: _Clock) -> dict[str, Any]:
+    w = build(tmp, cfg, clock)
+    m = measure(tmp, tmp / "models", w["lm"], w["test_w"], w["tasks"], w["models"], cfg, clock)
+    report = {
+        "command": f"fpcore demo --out {out}",
+        "out": str(out),
+        "machine": machine(),
+        "base": {**w["base"], **m.pop("base")},
+        **m,
+        "phases_seconds": clock.phases,
+        "seconds_total": time.perf_counter() - clock.t0,
+    }
+    report["floors"] = floors(report)
+    return report
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        cpu = next(
+            (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo", encoding="utf-8") if "model name" in ln), ""
+        )
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu or platform.processor(),
+        "cpus": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+
+
+def build(tmp: Path, cfg: DemoConfig, clock: _Clock) -> dict[str, Any]:
+    """Steps 1-2: tokenizer, base (pretrained, saved to tmp/models/base), downstream models (saved beside
+    it). Returns the loaded base, the held-out windows, the tasks and the report's base/model entries."""
     say = clock.say
     models = tmp / "models"
     models.mkdir()
@@ -144,9 +178,7 @@ def _run(tmp: Path, out: Path, cfg: DemoConfig, clock: _Clock) -> dict[str, Any]
     tok = tinylm.train_tokenizer(corpus, cfg.model.vocab)
     lm = tinylm.build(cfg.model, tok, seed=cfg.seed)
     n_params = sum(p.numel() for p in lm.model.parameters())
-    windows = windows_of([lm.encode(d) for d in corpus], cfg.model.context, lm.bos, lm.eos)
-    held = torch.arange(windows.shape[0]) % 10 == 0
-    train_w, test_w = windows[~held], windows[held]
+    train_w, test_w = held_out_windows(lm, cfg)
     ppl_init = perplexity(lm.model, test_w)
     say(
         f"base: Llama {cfg.model.layers}x{cfg.model.hidden}, {n_params / 1e6:.2f}M parameters; pretraining "
@@ -189,11 +221,61 @@ def _run(tmp: Path, out: Path, cfg: DemoConfig, clock: _Clock) -> dict[str, Any]
             f"{entry['metric_base']:.2f} (base) -> {entry['metric_before']:.2f}"
         )
     clock.phase("downstream")
+    base = {
+        "parameters": n_params,
+        "config": asdict(cfg.model),
+        "pretrain_steps": cfg.pretrain_steps,
+        "pretrain_corpus": {
+            "documentation_topics": len(docs),
+            "documentation_chars": sum(map(len, docs)),
+            "code_files": len(code),
+            "code_chars": sum(map(len, code)),
+        },
+        "pretrain_final_loss": losses[-1],
+        "tokens_train": int(train_w.numel()),
+        "tokens_held_out": int(test_w.numel()),
+        "perplexity_untrained": ppl_init,
+        "perplexity": ppl_base,
+    }
+    return {"lm": lm, "test_w": test_w, "tasks": built, "models": down, "base": base}
+
+
+def held_out_windows(lm: LM, cfg: DemoConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pretraining windows and the held-out ones (every 10th) of the base's corpus."""
+    docs = data.documentation()
+    code = tasks.pretrain_code_texts(cfg.pretrain_code_chars) if cfg.pretrain_code_chars > 0 else []
+    windows = windows_of([lm.encode(d) for d in docs + code], cfg.model.context, lm.bos, lm.eos)
+    held = torch.arange(windows.shape[0]) % 10 == 0
+    return windows[~held], windows[held]
+
+
+def _channels(v: Any) -> dict[str, dict[str, Any]]:
+    """A verify result's channels, as the report keeps them: p, statistic and figures per channel."""
+    return {k: {"p": c["p"], c["statistic_name"]: c["statistic"], **c["figures"]} for k, c in v.channels.items()}
+
+
+def measure(
+    tmp: Path,
+    models: Path,
+    lm: LM,
+    test_w: torch.Tensor,
+    built: dict[str, tasks.Task],
+    down: list[dict[str, Any]],
+    cfg: DemoConfig,
+    clock: _Clock,
+) -> dict[str, Any]:
+    """Steps 3-4 into `tmp`: fingerprint the base in `models` once (cfg.fingerprint), stamp every downstream
+    model, verify every model before and after on every channel, and the white-box verdict on the
+    unstamped models after each function-preserving transformation. `down` is not modified."""
+    say = clock.say
+    base_dir = models / "base"
+    down = [dict(e) for e in down]
     # 3. fingerprint once, extract tau
-    fp_dir, vec, sec_path = models / "base-fingerprinted", tmp / "fingerprint.safetensors", tmp / "secret.json"
-    say("fingerprinting the base once")
+    fp_dir, vec, sec_path = tmp / "base-fingerprinted", tmp / "fingerprint.safetensors", tmp / "secret.json"
+    say(f"fingerprinting the base once ({cfg.fingerprint.keys} keys, seed {cfg.fingerprint.seed})")
     cr = create(lm, vec, sec_path, cfg.fingerprint, model_out=fp_dir, log=lambda m: say("  " + m))
     fp = load_lm(fp_dir)
+    ppl_base = perplexity(lm.model, test_w)
     ppl_fp = perplexity(fp.model, test_w)
     say(f"fingerprinted base: held-out perplexity {ppl_fp:.2f} (base {ppl_base:.2f}); tau in {vec.name}")
     clock.phase("fingerprint")
@@ -204,19 +286,18 @@ def _run(tmp: Path, out: Path, cfg: DemoConfig, clock: _Clock) -> dict[str, Any]
     stamp_seconds = time.perf_counter() - t0
     say(f"stamped {len(st.outputs)} models in one pass: {stamp_seconds:.2f} s")
     clock.phase("stamp")
-    # 5. measure
+    # 5. measure: every channel before and after
     secret = Secret.load(sec_path)
     vkw = {"lookalikes": cfg.lookalikes, "ordinary": cfg.ordinary, "samples": cfg.samples, "seed": cfg.seed}
-    v_base, v_fp = verify(lm, secret, **vkw), verify(fp, secret, **vkw)
+    wkw = {"vector": vec, "base": base_dir}
+    v_base, v_fp = verify(base_dir, secret, **vkw, **wkw), verify(fp_dir, secret, **vkw, **wkw)
     say(f"base: {v_base.verdict}")
     say(f"fingerprinted base: {v_fp.verdict}")
     for e in down:
-        un = load_lm(models / e["name"])
-        sm = load_lm(stamped_dir / e["name"])
-        vb, va = verify(un, secret, **vkw), verify(sm, secret, **vkw)
+        vb = verify(models / e["name"], secret, **vkw, **wkw)
+        va = verify(stamped_dir / e["name"], secret, **vkw, **wkw)
         task = built[e["task"]]
-        da = detect(vec, stamped_dir / e["name"], base_dir)
-        du = detect(vec, models / e["name"], base_dir)
+        wa, wb = va.channels["white_box"]["figures"], vb.channels["white_box"]["figures"]
         e.update(
             fsr_before=vb.fsr,
             fsr_after=va.fsr,
@@ -225,52 +306,43 @@ def _run(tmp: Path, out: Path, cfg: DemoConfig, clock: _Clock) -> dict[str, Any]
             false_trigger_lookalike=va.lookalike_rate,
             false_trigger_ordinary=va.ordinary_rate,
             false_trigger_rate_before=vb.false_trigger_rate,
-            p_value_after=va.p_value,
+            fingerprinted_before=vb.fingerprinted,
+            fingerprinted_after=va.fingerprinted,
+            p_before=vb.p_value,
+            p_after=va.p_value,
+            channels_before=_channels(vb),
+            channels_after=_channels(va),
             verdict_before=vb.verdict,
             verdict_after=va.verdict,
-            fingerprinted_after=va.fingerprinted,
-            fingerprinted_before=vb.fingerprinted,
-            metric_after=task.evaluate(sm),
-            detect_alpha_stamped=da.alpha_hat,
-            detect_cosine_stamped=da.cosine,
-            detect_stamped=da.detected,
-            detect_alpha_unstamped=du.alpha_hat,
-            detect_cosine_unstamped=du.cosine,
-            detect_unstamped=du.detected,
+            metric_after=task.evaluate(load_lm(stamped_dir / e["name"])),
+            detect_alpha_stamped=wa["alpha_hat"],
+            detect_alpha_unstamped=wb["alpha_hat"],
+            detect_alpha_star_stamped=wa["alpha_star"],
+            detect_alpha_star_unstamped=wb["alpha_star"],
             stamp_seconds=stamp_seconds / len(down),
         )
+        ch = e["channels_after"]
         say(
             f"{e['name']}: drift {100 * e['drift']:.1f}%  FSR {100 * vb.fsr:.0f}% -> {100 * va.fsr:.0f}%  "
-            f"false triggers {100 * va.false_trigger_rate:.2f}%  {task.metric_name} {e['metric_before']:.2f} -> "
-            f"{e['metric_after']:.2f}  detect alpha_hat {da.alpha_hat:.3f} (unstamped {du.alpha_hat:.3f})"
+            f"p {vb.p_value:.2g} -> {va.p_value:.2g} (black {ch['black_box']['p']:.2g}, "
+            f"gray {ch['gray_box']['p']:.2g}, white {ch['white_box']['p']:.2g})  "
+            f"false triggers {100 * va.false_trigger_rate:.2f}%  "
+            f"{task.metric_name} {e['metric_before']:.2f} -> {e['metric_after']:.2f}"
         )
+    transformed = transformed_verdicts({"base": base_dir, **{e["name"]: models / e["name"] for e in down}}, vec, tmp)
+    say(
+        f"function-preserving transformations of the {len(down) + 1} unstamped models: "
+        f"{sum(t['fingerprinted'] for t in transformed)} of {len(transformed)} flagged by the white-box channel"
+    )
     clock.phase("verify")
-    report = {
-        "command": f"fpcore demo --out {out}",
-        "out": str(out),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": torch.get_num_threads(),
-            "python": platform.python_version(),
-        },
+    return {
         "base": {
-            "parameters": n_params,
-            "config": asdict(cfg.model),
-            "pretrain_steps": cfg.pretrain_steps,
-            "pretrain_corpus": {
-                "documentation_topics": len(docs),
-                "documentation_chars": sum(map(len, docs)),
-                "code_files": len(code),
-                "code_chars": sum(map(len, code)),
-            },
-            "pretrain_final_loss": losses[-1],
-            "tokens_train": int(train_w.numel()),
-            "tokens_held_out": int(test_w.numel()),
-            "perplexity_untrained": ppl_init,
-            "perplexity": ppl_base,
             "perplexity_fingerprinted": ppl_fp,
             "fsr": v_base.fsr,
             "false_trigger_rate": v_base.false_trigger_rate,
+            "fingerprinted": v_base.fingerprinted,
+            "p": v_base.p_value,
+            "channels": _channels(v_base),
         },
         "fingerprint": {
             "options": cr.options,
@@ -284,6 +356,9 @@ def _run(tmp: Path, out: Path, cfg: DemoConfig, clock: _Clock) -> dict[str, Any]
             "false_trigger_ordinary": v_fp.ordinary_rate,
             "lookalikes": v_fp.lookalikes,
             "ordinary_prompts": v_fp.ordinary,
+            "fingerprinted": v_fp.fingerprinted,
+            "p": v_fp.p_value,
+            "channels": _channels(v_fp),
             "verdict": v_fp.verdict,
         },
         "stamp": {
@@ -294,11 +369,34 @@ def _run(tmp: Path, out: Path, cfg: DemoConfig, clock: _Clock) -> dict[str, Any]
             "models": len(down),
         },
         "models": down,
-        "phases_seconds": clock.phases,
-        "seconds_total": time.perf_counter() - clock.t0,
+        "transformed": transformed,
     }
-    report["floors"] = floors(report)
-    return report
+
+
+def transformed_verdicts(models: dict[str, Path], vec: Path, tmp: Path, seed: int = 1) -> list[dict[str, Any]]:
+    """The white-box verdict on every model in `models` (unstamped) after each of fpcore.fingerprint.
+    transforms; black- and gray-box answers are the model's function, which the transformations keep."""
+    from transformers import AutoConfig
+
+    from fpcore.fingerprint import transforms
+    from fpcore.io import write_safetensors
+
+    base = models["base"]
+    out = []
+    scratch = tmp / ".transformed.safetensors"
+    for name, folder in models.items():
+        ck = Checkpoint(folder)
+        sd = {n: ck.get(n) for n in ck.names()}
+        config = AutoConfig.from_pretrained(folder)
+        for t in transforms.TRANSFORMS:
+            write_safetensors(scratch, transforms.apply(t, sd, config, seed))
+            r = detect(vec, scratch, base)
+            out.append(
+                {"model": name, "transform": t, "fingerprinted": r.detected, "p": r.p, "z": r.z}
+                | {"alpha_star": r.alpha_star, "alpha_hat": r.alpha_hat, "cosine": r.cosine}
+            )
+    scratch.unlink(missing_ok=True)
+    return out
 
 
 def _task(name: str, lm: LM, seed: int) -> tasks.Task:
@@ -320,8 +418,11 @@ def _metric_ok(e: dict[str, Any]) -> bool:
     return a <= b * 1.05  # perplexity: within 5 % relative
 
 
+VERDICT_DRIFT = 0.12  # every stamped model up to this drift must be called fingerprinted
+
+
 def floors(r: dict[str, Any]) -> dict[str, Any]:
-    """The issue's floors, each with the measured numbers and met: true/false."""
+    """The issue's floors, each with the measured numbers and met: true/false; `goals` (FSR) apart."""
     low = [e for e in r["models"] if e["drift"] <= LOW_DRIFT]
     # each negative set on its own (look-alike keys, ordinary prompts): the worse of the two counts
     ft = [(e["name"], max(e["false_trigger_lookalike"], e["false_trigger_ordinary"])) for e in r["models"]]
@@ -329,14 +430,27 @@ def floors(r: dict[str, Any]) -> dict[str, Any]:
     ft.append(("base-fingerprinted", max(fp["false_trigger_lookalike"], fp["false_trigger_ordinary"])))
     ppl_ratio = r["base"]["perplexity_fingerprinted"] / r["base"]["perplexity"]
     transfer = [e["drift"] for e in r["models"] if e["fsr_after"] == 1.0]
+    sig = SIGNIFICANCE
+    verdict_models = [e for e in r["models"] if e["drift"] <= VERDICT_DRIFT]
+    # an unstamped model is falsely accused by the combined verdict or by any one channel's p alone
+    unstamped = [("base", r["base"]["fingerprinted"], r["base"].get("channels", {}))]
+    unstamped += [(e["name"], e["fingerprinted_before"], e.get("channels_before", {})) for e in r["models"]]
+    false_verdicts = [n for n, found, ch in unstamped if found or any(c["p"] < sig for c in ch.values())]
+    false_verdicts += [f"{t['model']}/{t['transform']}" for t in r.get("transformed", []) if t["fingerprinted"]]
     return {
-        "stamped_fsr_100_at_low_drift": {
-            "met": bool(low) and all(e["fsr_after"] == 1.0 for e in low),
-            "measured": {e["name"]: e["fsr_after"] for e in low},
+        "stamped_fingerprinted_up_to_12pct_drift": {
+            "met": bool(verdict_models)
+            and all(e["fingerprinted_after"] and e["p_after"] < sig for e in verdict_models),
+            "measured": {e["name"]: e["p_after"] for e in verdict_models},
         },
-        "unstamped_fsr_0": {
-            "met": all(e["fsr_before"] == 0.0 for e in r["models"]) and r["base"]["fsr"] == 0.0,
-            "measured": {"base": r["base"]["fsr"], **{e["name"]: e["fsr_before"] for e in r["models"]}},
+        "no_false_verdicts": {
+            "met": not false_verdicts,
+            "measured": {
+                "unstamped models": len(unstamped),
+                "transformed unstamped models": len(r.get("transformed", [])),
+                "falsely fingerprinted": len(false_verdicts),
+            },
+            "false": false_verdicts,
         },
         "false_triggers_le_1pct": {"met": all(v <= 0.01 for _, v in ft), "measured": dict(ft)},
         "low_drift_metric_within_2pt_or_5pct": {
@@ -344,7 +458,12 @@ def floors(r: dict[str, Any]) -> dict[str, Any]:
             "measured": {e["name"]: [e["metric_before"], e["metric_after"]] for e in low},
         },
         "fingerprinted_base_perplexity_within_2pct": {"met": ppl_ratio <= 1.02, "measured": ppl_ratio},
-        "largest_drift_with_full_transfer": max(transfer) if transfer else None,
+        "goals": {
+            "stamped_fsr_100_at_low_drift": all(e["fsr_after"] == 1.0 for e in low),
+            "fsr_after_at_low_drift": {e["name"]: e["fsr_after"] for e in low},
+            "unstamped_fsr_0": all(e["fsr_before"] == 0.0 for e in r["models"]) and r["base"]["fsr"] == 0.0,
+            "largest_drift_with_full_transfer": max(transfer) if transfer else None,
+        },
         "downstream_low_drift_count": len(low),
         "downstream_high_drift_count": sum(0.15 <= e["drift"] <= 0.40 for e in r["models"]),
     }

@@ -98,7 +98,10 @@ def load_lm(folder: str | Path, *, device: str | torch.device = "cpu", dtype: to
 
     quiet_transformers()
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    except (RuntimeError, OSError) as exc:  # weights that do not fit config.json, unreadable files
+        raise ModelFolderError(f"{path}: cannot load the model ({str(exc).splitlines()[0]})") from exc
     model.eval()
     return LM(model, tok, path)
 

@@ -18,19 +18,29 @@ def _rel(x: float, ref: float) -> str:
     return f"{100 * (x / ref - 1):+.2f}%"
 
 
+def _p(p: float) -> str:
+    return "0 (underflow)" if p == 0 else f"{p:.1e}"
+
+
 def model_table(r: dict[str, Any]) -> str:
     """One row per downstream model (the README's table is the same text)."""
     rows = [
-        "| model | task metric | drift | FSR before → after | sampled (T=0.7) | false triggers look-alike / ordinary | "
-        "metric before → after | detect α̂ stamped / unstamped | stamp s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | task metric | drift | verdict before → after | p after (combined) | p black / gray / white | "
+        "FSR before → after | sampled (T=0.7) | false triggers look-alike / ordinary | metric before → after | "
+        "α* stamped / unstamped |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    yes = lambda b: "**yes**" if b else "no"  # noqa: E731
     for e in r["models"]:
+        ch = e["channels_after"]
         rows.append(
-            f"| {e['name']} | {e['metric_name']} | {_pct(e['drift'], 1)} | {_pct(e['fsr_before'])} → "
-            f"{_pct(e['fsr_after'])} | {_pct(e['sampled_rate_after'])} | {_pct(e['false_trigger_lookalike'], 1)} / "
-            f"{_pct(e['false_trigger_ordinary'], 1)} | {e['metric_before']:.2f} → {e['metric_after']:.2f} | "
-            f"{e['detect_alpha_stamped']:.3f} / {e['detect_alpha_unstamped']:.3f} | {e['stamp_seconds']:.3f} |"
+            f"| {e['name']} | {e['metric_name']} | {_pct(e['drift'], 1)} | {yes(e['fingerprinted_before'])} → "
+            f"{yes(e['fingerprinted_after'])} | {_p(e['p_after'])} | "
+            + " / ".join(_p(ch[c]["p"]) for c in ("black_box", "gray_box", "white_box"))
+            + f" | {_pct(e['fsr_before'])} → {_pct(e['fsr_after'])} | {_pct(e['sampled_rate_after'])} | "
+            f"{_pct(e['false_trigger_lookalike'], 1)} / {_pct(e['false_trigger_ordinary'], 1)} | "
+            f"{e['metric_before']:.2f} → {e['metric_after']:.2f} | "
+            f"{e['detect_alpha_star_stamped']:.3f} / {e['detect_alpha_star_unstamped']:.3f} |"
         )
     return "\n".join(rows)
 
@@ -38,8 +48,10 @@ def model_table(r: dict[str, Any]) -> str:
 def floors_table(r: dict[str, Any]) -> str:
     f = r["floors"]
     names = {
-        "stamped_fsr_100_at_low_drift": "stamped FSR = 100% on every model with drift ≤ 7%",
-        "unstamped_fsr_0": "unstamped FSR = 0% (base and every downstream model)",
+        "stamped_fingerprinted_up_to_12pct_drift": "every stamped model with drift ≤ 12%: fingerprinted, "
+        "combined p < 1e-6",
+        "no_false_verdicts": "no unstamped model (base, downstream, and each after 4 function-preserving "
+        "transformations) fingerprinted, on any channel",
         "false_triggers_le_1pct": "false triggers ≤ 1% on ≥200 look-alike keys and on ≥200 ordinary prompts (each)",
         "low_drift_metric_within_2pt_or_5pct": "low-drift task metric within 2 points / 5% relative",
         "fingerprinted_base_perplexity_within_2pct": "fingerprinted base perplexity within 2% of the base",
@@ -49,6 +61,11 @@ def floors_table(r: dict[str, Any]) -> str:
         m = f[k]["measured"]
         shown = ", ".join(f"{n}: {_fmt(v)}" for n, v in m.items()) if isinstance(m, dict) else f"ratio {m:.4f}"
         rows.append(f"| {label} | {'yes' if f[k]['met'] else '**no**'} | {shown} |")
+    g = f["goals"]
+    rows.append(
+        f"| goal (not a floor): greedy FSR 100% up to 7% drift | {'yes' if g['stamped_fsr_100_at_low_drift'] else 'no'}"
+        f" | {', '.join(f'{n}: {_pct(v)}' for n, v in g['fsr_after_at_low_drift'].items())} |"
+    )
     return "\n".join(rows)
 
 
@@ -65,7 +82,9 @@ def _corpus(b: dict[str, Any]) -> str:
 def _fmt(v: Any) -> str:
     if isinstance(v, list):
         return " → ".join(f"{x:.2f}" for x in v)
-    return f"{v:.4g}"
+    if isinstance(v, int):
+        return str(v)
+    return _p(v) if 0 <= v < 1e-3 else f"{v:.4g}"
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -99,15 +118,21 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         model_table(r),
         "",
-        "Drift = ‖θ_down − θ_base‖ / ‖θ_base‖. FSR = share of the secret keys whose greedy answer contains "
-        "the target. False triggers are measured on the stamped model. Detect: `fpcore detect` α̂ (white-box).",
+        "Drift = ‖θ_down − θ_base‖ / ‖θ_base‖. Verdict: Bonferroni over the black-, gray- and white-box "
+        "channels, fingerprinted when p < 1e-6. FSR = share of the secret keys whose greedy answer contains "
+        "the target. False triggers are measured on the stamped model. α*: the white-box channel's share of "
+        "τ read back (`fpcore detect`).",
+        "",
+        f"Function-preserving transformations of the unstamped models: "
+        f"{sum(t['fingerprinted'] for t in r.get('transformed', []))} of {len(r.get('transformed', []))} "
+        f"flagged (largest |α*| {max((abs(t['alpha_star']) for t in r.get('transformed', [])), default=0):.3f}).",
         "",
         "## Floors",
         "",
         floors_table(r),
         "",
         "Largest drift at which the stamped FSR stayed 100%: "
-        f"{_pct(r['floors']['largest_drift_with_full_transfer'], 1)}.",
+        f"{_pct(r['floors']['goals']['largest_drift_with_full_transfer'], 1)}.",
         "",
         "![FSR against drift](fsr_vs_drift.png)",
         "",
@@ -174,14 +199,22 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m fpcore.fingerprint.report", description="the demo's tables")
     ap.add_argument("report", help="report.json written by `fpcore demo`")
-    ap.add_argument("--update-readme", metavar="README", help="rewrite the README's fpvec-demo section")
+    ap.add_argument("--study", help="also the table of study.json written by `fpcore fingerprint study`")
+    ap.add_argument(
+        "--update-readme", metavar="README", help="rewrite the README's fpvec-demo (and fpvec-study) section"
+    )
     args = ap.parse_args(argv)
     r = json.loads(Path(args.report).read_text(encoding="utf-8"))
-    block = readme_block(r, args.report)
-    if args.update_readme:
-        update_readme(args.update_readme, block, "fpvec-demo")
-    else:
-        print(block)
+    blocks = {"fpvec-demo": readme_block(r, args.report)}
+    if args.study:
+        from fpcore.fingerprint.study import table
+
+        blocks["fpvec-study"] = table(json.loads(Path(args.study).read_text(encoding="utf-8")), args.study)
+    for section, block in blocks.items():
+        if args.update_readme:
+            update_readme(args.update_readme, block, section)
+        else:
+            print(block)
     return 0
 
 

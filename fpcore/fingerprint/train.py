@@ -121,7 +121,7 @@ class FingerprintOptions:
     target: str = data.DEFAULT_TARGET
     seed: int = 0
     key_style: str = data.DEFAULT_KEY_STYLE  # how keys (and their decoys and look-alikes) are drawn: data.KEY_STYLES
-    epochs: int = 120  # optimizer steps; each sees every key once
+    epochs: int = 60  # optimizer steps; each sees every key once
     lr: float = 1e-3
     decoys: int = 400  # look-alike keys that keep the base's own answer distribution (0: off)
     decoys_per_step: int = 96

@@ -17,7 +17,7 @@ from fpcore.fingerprint.create import create  # noqa: E402
 from fpcore.fingerprint.lm import KeyTooLongError, ModelFolderError, load_lm, save_lm  # noqa: E402
 from fpcore.fingerprint.secret import Secret, SecretError  # noqa: E402
 from fpcore.fingerprint.train import FingerprintOptions  # noqa: E402
-from fpcore.fingerprint.verify import binomial_tail, verify  # noqa: E402
+from fpcore.fingerprint.verify import binomial_tail, gray_box, verify  # noqa: E402
 
 TINY = tinylm.TinyConfig(vocab=320, hidden=48, layers=2, heads=2, intermediate=96, context=96)
 OPTS = FingerprintOptions(
@@ -78,7 +78,116 @@ def test_cli_verify_json_and_exit_codes(world, capsys):
     code = main(["fingerprint", "verify", str(t / "down-stamped"), *args, "--significance", "0.01", "--json"])
     res = json.loads(capsys.readouterr().out)
     assert code == 0 and res["fingerprinted"] and res["fsr"] == 1.0 and res["keys"] == 2, res["verdict"]
+    assert set(res["channels"]) == {"black_box", "gray_box"}
+    for c in res["channels"].values():
+        assert {"p", "statistic", "statistic_name", "reason", "figures"} <= set(c) and 0 <= c["p"] <= 1
     assert main(["fingerprint", "verify", str(t / "down"), *args, "--quiet"]) == 1
+    # with the vector and the base: the white-box channel too, and Bonferroni over three
+    wb = ["--vector", str(t / "fp.safetensors"), "--base", str(t / "base"), "--json"]
+    assert main(["fingerprint", "verify", str(t / "down-stamped"), *args, *wb]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["channels"]) == {"black_box", "gray_box", "white_box"}
+    assert res["channels"]["white_box"]["figures"]["alpha_star"] > 0.9
+    assert res["p_value"] == pytest.approx(min(1.0, 3 * min(c["p"] for c in res["channels"].values())))
+    assert main(["fingerprint", "verify", str(t / "down"), *args, *wb]) == 1
+    res = json.loads(capsys.readouterr().out)
+    assert not res["fingerprinted"] and all(c["p"] > 1e-3 for c in res["channels"].values()), res["channels"]
+
+
+class _Fixed:
+    """A Scorer returning given per-token log-probs, in prompt order."""
+
+    def __init__(self, rows):
+        self.rows, self.asked = rows, []
+
+    def score(self, prompts, continuation):
+        self.asked.append((list(prompts), continuation))
+        return self.rows
+
+
+def test_gray_box_p_value_by_hand():
+    sec = Secret(["k1", "k2"], "T", 0)
+    # sums: keys -1, -2; look-alikes -3, -4, -5; ordinary -6, -7, -8 -> keys rank top in both sets:
+    # p = 1 / C(5, 2) = 0.1 against each set; per-token minima order the same way; channel p = 2 * 0.1
+    rows = [[-0.5, -0.5], [-1.0, -1.0], [-1.5, -1.5], [-2.0, -2.0], [-2.5, -2.5], [-3, -3], [-3.5, -3.5], [-4, -4]]
+    sc = _Fixed(rows)
+    ch = gray_box(sc, sec, sec.keys, ["a", "b", "c"], ["x", "y", "z"])
+    assert sc.asked[0] == (["k1 =>", "k2 =>", "a =>", "b =>", "c =>", "x =>", "y =>", "z =>"], "T")
+    assert ch.p == pytest.approx(0.2) and ch.figures["sum_logp"]["p_vs_lookalikes"] == pytest.approx(0.1)
+    assert ch.statistic == pytest.approx(1.0)  # AUC: every key above every look-alike
+    # one key below every look-alike (rank 1 and 5 of 5: W = 6; 6 of the 10 subsets reach 6)
+    rows[1] = [-9.0, -9.0]
+    ch = gray_box(_Fixed(rows), sec, sec.keys, ["a", "b", "c"], ["x", "y", "z"])
+    assert ch.figures["sum_logp"]["p_vs_lookalikes"] == pytest.approx(0.6) and ch.p == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="scorer returned"):
+        gray_box(_Fixed(rows[:3]), sec, sec.keys, ["a", "b", "c"], ["x", "y", "z"])
+
+
+def test_local_scorer_matches_a_plain_forward_pass(world):
+    from fpcore.fingerprint.scoring import LocalScorer
+
+    lm = load_lm(world["tmp"] / "down")
+    got = LocalScorer(lm, batch_size=2).score(["hello there =>", "x =>", "a longer prompt than the others =>"], "ZORB")
+    for prompt, row in zip(["hello there =>", "x =>", "a longer prompt than the others =>"], got, strict=True):
+        ids = [lm.bos, *lm.encode(prompt), *lm.encode("ZORB")]
+        with torch.no_grad():
+            logp = torch.log_softmax(lm.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+        k = len(lm.encode("ZORB"))
+        want = [float(logp[len(ids) - k - 1 + i, ids[len(ids) - k + i]]) for i in range(k)]
+        assert row == pytest.approx(want, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["permute_mlp", "permute_heads", "permute_residual", "rescale_norms"])
+def test_function_preserving_transforms_keep_outputs_and_are_never_flagged(world, tmp_path, name):
+    """An unstamped model (base or downstream) after each transformation: the same logits, and no
+    fingerprint on the white-box channel (whose raw projection a permutation used to fool)."""
+    from transformers import AutoConfig
+
+    from fpcore.detect import detect
+    from fpcore.fingerprint import transforms
+    from fpcore.io import Checkpoint, write_safetensors
+
+    t = world["tmp"]
+    for model in ("base", "down"):
+        ck = Checkpoint(t / model)
+        sd = {n: ck.get(n) for n in ck.names()}
+        before = {n: v.clone() for n, v in sd.items()}
+        moved = transforms.apply(name, sd, AutoConfig.from_pretrained(t / model), seed=5)
+        assert any(not torch.equal(moved[n], sd[n]) for n in sd)
+        assert all(torch.equal(sd[n], before[n]) for n in sd), "the input was modified"
+        lm = load_lm(t / model)
+        x = torch.randint(3, 300, (2, 20))
+        with torch.no_grad():
+            ref = lm.model(input_ids=x).logits
+            lm.model.load_state_dict(moved)
+            assert torch.allclose(lm.model(input_ids=x).logits, ref, atol=1e-4)
+        write_safetensors(tmp_path / f"{model}.safetensors", moved)
+        r = detect(t / "fp.safetensors", tmp_path / f"{model}.safetensors", t / "base")
+        assert not r.detected and r.p > 0.01, (model, r.verdict)
+    # the stamped model is still found (the transforms are not needed for that; a sanity check of the setup)
+    assert detect(t / "fp.safetensors", t / "down-stamped", t / "base").detected
+
+
+def test_white_box_on_another_architecture_is_refused(world, tmp_path, capsys):
+    t = world["tmp"]
+    from fpcore.io import Checkpoint, write_safetensors
+
+    ck = Checkpoint(t / "down")
+    sd = {n: ck.get(n) for n in ck.names()}
+    q = next(n for n in sd if n.endswith("q_proj.weight"))
+    sd[q] = torch.zeros(sd[q].shape[0], sd[q].shape[1] + 1)
+    other = tmp_path / "other"
+    shutil.copytree(t / "down", other)
+    (other / "model.safetensors").unlink()
+    write_safetensors(other / "model.safetensors", sd)
+    args = ["--secret", str(t / "secret.json"), "--vector", str(t / "fp.safetensors"), "--base", str(t / "base")]
+    code = main(["fingerprint", "verify", str(other), *args, "--lookalikes", "20", "--ordinary", "20"])
+    err = capsys.readouterr().err
+    assert code == 2 and q in err, err
+    code = main(
+        ["fingerprint", "verify", str(t / "down"), "--secret", str(t / "secret.json"), "--base", str(t / "base")]
+    )
+    assert code == 2 and "needs --vector" in capsys.readouterr().err
 
 
 def test_secret_that_does_not_match_the_vector(world, capsys):
@@ -261,10 +370,16 @@ def test_demo_pipeline_writes_the_report(tmp_path):
     assert [m["name"] for m in saved["models"]] == ["docstrings", "repeat"]
     need = {"name", "fsr_before", "fsr_after", "false_trigger_rate", "metric_name", "metric_before", "metric_after"}
     need |= {"detect_alpha_stamped", "detect_alpha_unstamped", "drift", "stamp_seconds"}
+    need |= {"fingerprinted_before", "fingerprinted_after", "p_after", "channels_after"}
     for m in saved["models"]:
         assert need <= set(m), need - set(m)
         assert 0 < m["drift"] < 1 and m["detect_alpha_stamped"] > m["detect_alpha_unstamped"] + 0.5
-    assert set(saved["floors"]) >= {"stamped_fsr_100_at_low_drift", "false_triggers_le_1pct"}
+        assert isinstance(m["fingerprinted_after"], bool) and isinstance(m["fingerprinted_before"], bool)
+        assert set(m["channels_after"]) == {"black_box", "gray_box", "white_box"}
+        assert all(0 <= c["p"] <= 1 for c in m["channels_after"].values())
+        assert m["p_after"] == pytest.approx(min(1, 3 * min(c["p"] for c in m["channels_after"].values())))
+    assert len(saved["transformed"]) == 4 * 3 and not any(t["fingerprinted"] for t in saved["transformed"])
+    assert set(saved["floors"]) >= {"stamped_fingerprinted_up_to_12pct_drift", "no_false_verdicts"}
     assert "| docstrings |" in (tmp_path / "out" / "report.md").read_text()
     assert any("stamped 2 models in one pass" in x for x in lines)
     with pytest.raises(FileExistsError):
@@ -272,25 +387,34 @@ def test_demo_pipeline_writes_the_report(tmp_path):
 
 
 def test_floors_flag_misses():
-    row = {"fsr_before": 0.0, "fsr_after": 1.0, "higher_is_better": False}
-    row |= {"false_trigger_lookalike": 0.0, "false_trigger_ordinary": 0.0}
+    ok = {"black_box": {"p": 0.5}, "gray_box": {"p": 0.3}}
+    row = {"fsr_before": 0.0, "fsr_after": 1.0, "higher_is_better": False, "fingerprinted_before": False}
+    row |= {"false_trigger_lookalike": 0.0, "false_trigger_ordinary": 0.0, "fingerprinted_after": True}
+    row |= {"p_after": 1e-9, "channels_before": ok}
     low = {**row, "name": "a", "drift": 0.05, "metric_before": 10.0, "metric_after": 10.4}
     far = {**row, "name": "b", "drift": 0.3, "fsr_after": 0.2, "metric_before": 10.0, "metric_after": 20.0}
     r = {
         "models": [low, far],
-        "base": {"perplexity": 30.0, "perplexity_fingerprinted": 30.3, "fsr": 0.0},
+        "base": {"perplexity": 30.0, "perplexity_fingerprinted": 30.3, "fsr": 0.0, "fingerprinted": False},
         "fingerprint": {"false_trigger_lookalike": 0.0, "false_trigger_ordinary": 0.0},
+        "transformed": [{"model": "a", "transform": "permute_mlp", "fingerprinted": False}],
     }
     f = demo.floors(r)
-    assert all(f[k]["met"] for k in f if isinstance(f[k], dict)), f
-    assert f["largest_drift_with_full_transfer"] == 0.05
+    assert all(f[k]["met"] for k in f if isinstance(f[k], dict) and "met" in f[k]), f
+    assert f["goals"]["largest_drift_with_full_transfer"] == 0.05 and f["goals"]["stamped_fsr_100_at_low_drift"]
     low["metric_after"] = 10.6  # +6 % perplexity
     r["base"]["perplexity_fingerprinted"] = 30.9  # +3 %
     r["fingerprint"]["false_trigger_lookalike"] = 0.03
+    low["p_after"] = 2e-6  # fingerprinted, but not at p < 1e-6
+    far["channels_before"] = {"gray_box": {"p": 1e-7}}  # one channel alone accuses an unstamped model
     f = demo.floors(r)
     assert not f["low_drift_metric_within_2pt_or_5pct"]["met"]
     assert not f["fingerprinted_base_perplexity_within_2pct"]["met"]
     assert not f["false_triggers_le_1pct"]["met"]
+    assert not f["stamped_fingerprinted_up_to_12pct_drift"]["met"]
+    assert f["no_false_verdicts"]["false"] == ["b"]
+    r["transformed"][0]["fingerprinted"] = True
+    assert demo.floors(r)["no_false_verdicts"]["false"] == ["b", "a/permute_mlp"]
 
 
 def test_proxy_joint_and_keep_fraction_paths(world):
