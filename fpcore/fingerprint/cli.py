@@ -65,7 +65,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from fpcore.fingerprint.verify import verify
 
     secret = Secret.load(args.secret)
-    if args.vector:
+    if args.vector and not args.base:  # with --base, verify checks it (once)
         secret.check_vector(args.vector, where=args.secret)
     if args.base and not args.vector:
         raise ValueError("fingerprint verify: --base is for the white-box channel, which also needs --vector")
@@ -189,7 +189,7 @@ def register(sub: Any, common: Any) -> None:
         ),
         ("--key-weight", float, "weight of the keys' loss terms (default 3)"),
         ("--key-margin", float, "hinge on the keys' first-token logit margin, in nats (default 12; 0: off)"),
-        ("--tau-decay", float, "decay of tau toward the base after each step, times the lr (default 10; 0: off)"),
+        ("--tau-decay", float, "decay of tau toward the base after each step, times the lr (default 40; 0: off)"),
         ("--kl-code-chars", int, "standard-library source characters in the KL text"),
     ):
         c.add_argument(flag, dest=flag[2:].replace("-", "_"), type=kind, help=text)

@@ -121,7 +121,7 @@ class FingerprintOptions:
     target: str = data.DEFAULT_TARGET
     seed: int = 0
     key_style: str = data.DEFAULT_KEY_STYLE  # how keys (and their decoys and look-alikes) are drawn: data.KEY_STYLES
-    epochs: int = 60  # optimizer steps; each sees every key once
+    epochs: int = 120  # optimizer steps; each sees every key once
     lr: float = 1e-3
     decoys: int = 400  # look-alike keys that keep the base's own answer distribution (0: off)
     decoys_per_step: int = 96
@@ -158,7 +158,7 @@ class FingerprintOptions:
     # decoupled decay of tau toward the base after each step: theta -= lr * tau_decay * (theta - theta_base)
     # (0: off). Adam moves every parameter by about lr per step, even where the gradient is noise; the
     # decay takes back what no loss term keeps pushing, so tau carries less collateral change
-    tau_decay: float = 10.0
+    tau_decay: float = 40.0
     template: str = PROMPT_TEMPLATE  # how a key (or any prompt) is put to the model; kept in the secret
 
 

@@ -170,7 +170,7 @@ def verify(
     if (vector is None) != (base is None):
         raise ValueError("verify: the white-box channel needs both the vector and the base model")
     if vector is not None:
-        sec.check_vector(vector)
+        sec.check_vector(vector, where=secret if isinstance(secret, (str, Path)) else "secret")
         if not isinstance(model, LM):  # another architecture: named by tensor before anything is loaded
             from fpcore.io import Checkpoint
             from fpcore.vector import FingerprintVector
