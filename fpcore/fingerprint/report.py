@@ -82,7 +82,7 @@ def _corpus(b: dict[str, Any]) -> str:
 def _fmt(v: Any) -> str:
     if isinstance(v, list):
         return " → ".join(f"{x:.2f}" for x in v)
-    if isinstance(v, int):
+    if isinstance(v, int) or v == 0:
         return str(v)
     return _p(v) if 0 <= v < 1e-3 else f"{v:.4g}"
 
