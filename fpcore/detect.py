@@ -116,11 +116,12 @@ def idiosyncratic(tau: torch.Tensor, base: torch.Tensor, rank: int = RANK) -> to
             torch.manual_seed(0)
             u, sv, v = torch.svd_lowrank(t, q=min(r + 8, min(t.shape)), niter=4)
         t = t - (u[:, :r] * sv[:r]) @ v[:, :r].T
-    bb = lambda dim: (b * b).sum(dim, keepdim=True).clamp_min(1e-300)  # noqa: E731
     if t.dim() == 2:
+        b2 = b * b
+        cols, rows = b2.sum(0, keepdim=True).clamp_min(1e-300), b2.sum(1, keepdim=True).clamp_min(1e-300)
         for _ in range(2):
-            t = t - b * ((t * b).sum(0, keepdim=True) / bb(0))
-            t = t - b * ((t * b).sum(1, keepdim=True) / bb(1))
+            t = t - b * ((t * b).sum(0, keepdim=True) / cols)
+            t = t - b * ((t * b).sum(1, keepdim=True) / rows)
     else:
         t = t - b * ((t * b).sum() / (b * b).sum().clamp_min(1e-300))
     return t

@@ -275,9 +275,8 @@ def measure(
     say(f"fingerprinting the base once ({cfg.fingerprint.keys} keys, seed {cfg.fingerprint.seed})")
     cr = create(lm, vec, sec_path, cfg.fingerprint, model_out=fp_dir, log=lambda m: say("  " + m))
     fp = load_lm(fp_dir)
-    ppl_base = perplexity(lm.model, test_w)
     ppl_fp = perplexity(fp.model, test_w)
-    say(f"fingerprinted base: held-out perplexity {ppl_fp:.2f} (base {ppl_base:.2f}); tau in {vec.name}")
+    say(f"fingerprinted base: held-out perplexity {ppl_fp:.2f}; tau in {vec.name}")
     clock.phase("fingerprint")
     # 4. stamp every downstream model in one call
     stamped_dir = tmp / "stamped"
@@ -290,12 +289,14 @@ def measure(
     secret = Secret.load(sec_path)
     vkw = {"lookalikes": cfg.lookalikes, "ordinary": cfg.ordinary, "samples": cfg.samples, "seed": cfg.seed}
     wkw = {"vector": vec, "base": base_dir}
-    v_base, v_fp = verify(base_dir, secret, **vkw, **wkw), verify(fp_dir, secret, **vkw, **wkw)
+    # loaded LMs keep their folder, which the white-box channel reads
+    v_base, v_fp = verify(lm, secret, **vkw, **wkw), verify(fp, secret, **vkw, **wkw)
     say(f"base: {v_base.verdict}")
     say(f"fingerprinted base: {v_fp.verdict}")
     for e in down:
+        stamped = load_lm(stamped_dir / e["name"])  # loaded once: verified, then its task metric
         vb = verify(models / e["name"], secret, **vkw, **wkw)
-        va = verify(stamped_dir / e["name"], secret, **vkw, **wkw)
+        va = verify(stamped, secret, **vkw, **wkw)
         task = built[e["task"]]
         wa, wb = va.channels["white_box"]["figures"], vb.channels["white_box"]["figures"]
         e.update(
@@ -314,7 +315,7 @@ def measure(
             channels_after=_channels(va),
             verdict_before=vb.verdict,
             verdict_after=va.verdict,
-            metric_after=task.evaluate(load_lm(stamped_dir / e["name"])),
+            metric_after=task.evaluate(stamped),
             detect_alpha_stamped=wa["alpha_hat"],
             detect_alpha_unstamped=wb["alpha_hat"],
             detect_alpha_star_stamped=wa["alpha_star"],

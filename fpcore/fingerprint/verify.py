@@ -22,6 +22,7 @@ The verdict: Bonferroni over the channels that ran, fingerprinted when that p < 
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,7 @@ def _gray_stat(name: str, keys: list[float], looks: list[float], ords: list[floa
         "auc_vs_lookalikes": auc(w_look, len(looks)),
         "auc_vs_ordinary": auc(w_ord, len(ords)),
         "keys_above_every_negative": sum(k > max(finite, default=-math.inf) for k in keys),
-        "key_median": float(torch.tensor(keys).median()),
+        "key_median": statistics.median(keys),
         "negative_max": max(finite, default=float("nan")),
         "statistic": name,
     }
@@ -187,17 +188,21 @@ def verify(
     keys = [enc(k) for k in sec.keys]
     for k, ids in zip(sec.keys, keys, strict=True):
         check_fits(lm, ids, n_new, f"key {k!r}")
-    fits = lambda t: 1 + len(enc(t)) + n_new <= lm.context  # noqa: E731
-    # negatives that do not fit the context are replaced by the next ones of the same stream
-    look_t = [t for t in data.lookalike_keys(2 * lookalikes, sec.seed, sec.keys, style=sec.key_style) if fits(t)]
-    ord_t = [t for t in data.ordinary_prompts().test if fits(t)][:ordinary]
-    look_t = look_t[:lookalikes]
-    if len(ord_t) < ordinary or len(look_t) < lookalikes:
+
+    # negatives that do not fit the context are replaced by the next ones of the same stream; each text
+    # is encoded once and kept with its ids (the gray-box scorer takes the texts, generation the ids)
+    def fitting(texts: list[str], n: int) -> list[tuple[str, list[int]]]:
+        return [(t, ids) for t in texts if 1 + len(ids := enc(t)) + n_new <= lm.context][:n]
+
+    look_p = fitting(data.lookalike_keys(2 * lookalikes, sec.seed, sec.keys, style=sec.key_style), lookalikes)
+    ord_p = fitting(data.ordinary_prompts().test, ordinary)
+    if len(ord_p) < ordinary or len(look_p) < lookalikes:
         raise ValueError(
-            f"verify: only {len(look_t)} look-alike keys and {len(ord_t)} ordinary prompts fit the context of "
+            f"verify: only {len(look_p)} look-alike keys and {len(ord_p)} ordinary prompts fit the context of "
             f"{lm.context}; {lookalikes} and {ordinary} asked"
         )
-    looks, ords = [enc(t) for t in look_t], [enc(t) for t in ord_t]
+    look_t, looks = [t for t, _ in look_p], [i for _, i in look_p]
+    ord_t, ords = [t for t, _ in ord_p], [i for _, i in ord_p]
     key_hits, key_texts = _hits(lm, keys, sec.target, n_new, batch_size=batch_size)
     g = torch.Generator().manual_seed(seed)
     sampled = [p for p in keys for _ in range(samples)]
