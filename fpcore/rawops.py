@@ -62,14 +62,23 @@ def _tensor(region: Region, n: int) -> Any:
     return torch.frombuffer(memory_at(addr, n * FORMAT_DTYPES[dtype][0]), dtype=torch_dtype(dtype), count=n)
 
 
-def stamp_raw(out: Region, base: Region, vectors: Sequence[Region], alphas: Sequence[float], n: int) -> None:
-    """out = base + sum_k alphas[k] * vectors[k] over n contiguous elements (fp32 math, one rounding).
+def code_tuple(code: Any) -> tuple:
+    """A TensorCode as the native kernels take it."""
+    return (*code.keys, bytes(code.symbols), code.seg_bits, code.density, 1 << code.fp32_shift, code.offset)
+
+
+def stamp_raw(
+    out: Region, base: Region, vectors: Sequence[Region], alphas: Sequence[float], n: int, code: Any = None
+) -> None:
+    """out = base + sum_k alphas[k] * vectors[k] over n contiguous elements (fp32 math, one rounding),
+    then, with a licensee code (a TensorCode at this chunk's offset), the code's move on the result.
 
     Args:
         out, base: (address, dtype) of n elements each; dtypes F32, BF16 or F16, independently.
-        vectors: 1 to 8 (address, dtype) regions of n elements.
+        vectors: 1 to 8 (address, dtype) regions of n elements (0 to 8 with a code).
         alphas: one float per vector.
         n: element count (>= 0).
+        code: None, or the fpcore.backends.reference.code.TensorCode of this chunk.
 
     Raises:
         TypeError for another dtype; ValueError for a bad address, count, alpha list, or an output
@@ -78,8 +87,9 @@ def stamp_raw(out: Region, base: Region, vectors: Sequence[Region], alphas: Sequ
     op = "stamp"
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"{op}: element count must be an int >= 0, got {n!r}")
-    if not 1 <= len(vectors) <= MAX_VECTORS:
-        raise ValueError(f"{op}: takes 1 to {MAX_VECTORS} vectors, got {len(vectors)}")
+    least = 0 if code is not None else 1
+    if not least <= len(vectors) <= MAX_VECTORS:
+        raise ValueError(f"{op}: takes {least} to {MAX_VECTORS} vectors, got {len(vectors)}")
     if len(alphas) != len(vectors):
         raise ValueError(f"{op}: {len(vectors)} vectors but {len(alphas)} alphas")
     o = _check(op, "out", out, n)
@@ -104,11 +114,14 @@ def stamp_raw(out: Region, base: Region, vectors: Sequence[Region], alphas: Sequ
             [[CODES[r[1]]] for _, r in ins[1:]],
             [float(a) for a in alphas],
             [n],
+            [] if code is None else [code_tuple(code)],
         )
         return
-    from fpcore.backends.reference.stamp import stamp_reference
+    from fpcore.backends.reference.code import stamp_code_reference
 
-    stamp_reference(_tensor(o, n), _tensor(ins[0][1], n), [_tensor(r, n) for _, r in ins[1:]], list(alphas))
+    stamp_code_reference(
+        _tensor(o, n), _tensor(ins[0][1], n), [_tensor(r, n) for _, r in ins[1:]], list(alphas), code
+    )
 
 
 class PairSums(NamedTuple):
@@ -172,3 +185,20 @@ def all_finite_raw(region: Region, n: int) -> bool:
     import torch
 
     return bool(torch.isfinite(_tensor(r, n)).all())
+
+
+def trace_sums_raw(suspect: Region, ref: Region, n: int, code: Any) -> tuple[list[float], ...]:
+    """The licensee code's trace sums (A [S*16], W [S], Q [S], U [S]) over n contiguous elements of a
+    suspect and its reference, one tensor's chunk starting at code.offset (fpcore/backends/reference/code.py)."""
+    op = "trace"
+    s, r = _check(op, "suspect", suspect, n), _check(op, "reference", ref, n)
+    if backend_for(op) == "cpu":
+        C = _native.require_native(op)
+        return tuple(C.trace_sums(s[0], CODES[s[1]], r[0], CODES[r[1]], n, code_tuple(code)))
+    from fpcore.backends.reference.code import trace_sums_reference
+
+    if n == 0:
+        S = 1 << code.seg_bits
+        return [0.0] * (S * 16), [0.0] * S, [0.0] * S, [0.0] * S
+    A, W, Q, U = trace_sums_reference(_tensor(s, n), _tensor(r, n), code)
+    return A.reshape(-1).tolist(), W.tolist(), Q.tolist(), U.tolist()

@@ -68,6 +68,7 @@ PYBIND11_MODULE(_C, m) {
     m.doc() = "fpcore native CPU kernels (raw pointers; no libtorch)";
     fpcore::bindings::bind_stamp(m);
     fpcore::bindings::bind_pair_stats(m);
+    fpcore::bindings::bind_trace(m);
     m.def("build_info", &build_info, "Compiler, OpenMP, SIMD levels and threads of this build.");
     m.def("set_simd", &set_simd, py::arg("level"), "Force 'scalar', 'avx2', 'avx512' or back to 'auto'.");
     m.def("simd_active", [] { return std::string(fpcore::simd_name(fpcore::simd_active())); });

@@ -348,6 +348,250 @@ struct Avx2 {
 };
 
 // ---------------------------------------------------------------------------------------------------------
+// Licensee code (fpcore/code.h): after the one rounding, each element's stored bits move by +-step. The
+// output is handled as 32-bit lanes of its stored bits (fp32 bits; bf16/f16 bits zero-extended), the code
+// applied there, then narrowed and stored (streamed when the plain path would stream). Reads nothing more
+// than the plain path: the code comes from the element index and the task's keys.
+
+// The licensee's pattern for the block holding element idx, recomputed only when the block changes.
+struct BlockSymbol {
+    int64_t blk = -1;
+    uint32_t m = 0;
+    uint32_t get(const CodeParams& c, int64_t idx) {
+        if ((idx >> kCodeBlockBits) != blk) {
+            blk = idx >> kCodeBlockBits;
+            m = c.symbols[code_segment(c, idx)];
+        }
+        return m;
+    }
+};
+
+void range_scalar_code(const StampTask& s, const float* alphas, int nvec, int64_t b, int64_t e) {
+    const CodeParams& c = *s.code;
+    const CodeFormat f = code_format(s.out_t, c.fp32_step);
+    BlockSymbol bs;
+    for (int64_t i = b; i < e; ++i) {
+        float acc = load_f32(s.base, s.base_t, i);
+        for (int k = 0; k < nvec; ++k) {
+            const float m = alphas[k] * load_f32(s.vec[k], s.vec_t[k], i);
+            acc = acc + m;
+        }
+        store_f32(s.out, s.out_t, i, acc);
+        const int64_t idx = c.offset + i;
+        const int sign = code_sign(code_hash(c, idx), bs.get(c, idx), c.density);
+        if (sign != 0) store_bits(s.out, s.out_t, i, code_move(load_bits(s.out, s.out_t, i), sign, f));
+    }
+}
+
+FPCORE_TARGET_AVX512 inline __m512i fmix512(__m512i x) {
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(static_cast<int>(0x85EBCA6Bu)));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 13));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(static_cast<int>(0xC2B2AE35u)));
+    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+}
+
+// Stored bits of 16 results as 32-bit lanes.
+template <int OT>
+FPCORE_TARGET_AVX512 inline __m512i bits16(__m512 acc, DType out_t) {
+    switch (pick_t(OT, out_t)) {
+        case DType::F32: return _mm512_castps_si512(acc);
+        case DType::BF16: return _mm512_srli_epi32(bf16_hi16(acc), 16);
+        case DType::F16: return _mm512_cvtepu16_epi32(to_f16_16(acc));
+    }
+    return _mm512_setzero_si512();
+}
+
+// The code's move on lanes x (elements idx0 .. idx0+15).
+FPCORE_TARGET_AVX512 inline __m512i code16(__m512i x, const CodeParams& c, const CodeFormat& f, BlockSymbol& bs,
+                                           int64_t idx0) {
+    __m512i m, k2h;
+    if ((idx0 >> kCodeBlockBits) == ((idx0 + 15) >> kCodeBlockBits)) {
+        m = _mm512_set1_epi32(static_cast<int>(bs.get(c, idx0)));
+        k2h = _mm512_set1_epi32(static_cast<int>(c.k2 + static_cast<uint32_t>(static_cast<uint64_t>(idx0) >> 32) * kGolden));
+    } else {  // the 16 lanes straddle a block (and perhaps a 2^32) boundary: per-lane pattern and key
+        alignas(64) uint32_t ma[16], ka[16];
+        for (int l = 0; l < 16; ++l) {
+            ma[l] = c.symbols[code_segment(c, idx0 + l)];
+            ka[l] = c.k2 + static_cast<uint32_t>(static_cast<uint64_t>(idx0 + l) >> 32) * kGolden;
+        }
+        m = _mm512_load_si512(ma);
+        k2h = _mm512_load_si512(ka);
+    }
+    const __m512i lo = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(idx0))),
+                                        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    const __m512i h =
+        fmix512(_mm512_xor_si512(fmix512(_mm512_xor_si512(lo, _mm512_set1_epi32(static_cast<int>(c.k1)))), k2h));
+    const __mmask16 coded =
+        _mm512_cmplt_epu32_mask(_mm512_srli_epi32(h, 16), _mm512_set1_epi32(static_cast<int>(c.density)));
+    const __mmask16 bit = _mm512_test_epi32_mask(_mm512_srlv_epi32(h, m), _mm512_set1_epi32(1));
+    const __m512i mag = _mm512_and_si512(x, _mm512_set1_epi32(static_cast<int>(f.magmask)));
+    const __m512i step = _mm512_set1_epi32(static_cast<int>(f.step));
+    const __mmask16 ok = coded & _mm512_cmpgt_epu32_mask(mag, step) &
+                         _mm512_cmplt_epu32_mask(mag, _mm512_set1_epi32(static_cast<int>(f.inf - f.step)));
+    x = _mm512_mask_add_epi32(x, ok & bit, x, step);
+    return _mm512_mask_sub_epi32(x, ok & static_cast<__mmask16>(~bit), x, step);
+}
+
+// Stores the first `count` lanes (all 16 when Full; Stream: out + i is aligned to the store's width).
+template <int OT, bool Full, bool Stream>
+FPCORE_TARGET_AVX512 inline void store_bits16(void* out, DType out_t, int64_t i, __m512i x, int count) {
+    const __mmask16 mk = static_cast<__mmask16>((1u << count) - 1u);
+    if (pick_t(OT, out_t) == DType::F32) {
+        float* p = static_cast<float*>(out) + i;
+        if (!Full) {
+            _mm512_mask_storeu_epi32(p, mk, x);
+        } else if (Stream) {
+            _mm512_stream_si512(reinterpret_cast<__m512i*>(p), x);
+        } else {
+            _mm512_storeu_si512(p, x);
+        }
+        return;
+    }
+    const __m256i r = _mm512_cvtepi32_epi16(x);
+    uint16_t* p = static_cast<uint16_t*>(out) + i;
+    if (!Full) {
+        _mm256_mask_storeu_epi16(p, mk, r);
+    } else if (Stream) {
+        _mm256_stream_si256(reinterpret_cast<__m256i*>(p), r);
+    } else {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), r);
+    }
+}
+
+template <int OT, int BT, int VT, int NV>
+FPCORE_TARGET_AVX512 inline void part512_code(const StampTask& s, const __m512* a, int nvec, const CodeFormat& f,
+                                              BlockSymbol& bs, int64_t i, int64_t count) {
+    while (count > 0) {
+        const int n = static_cast<int>(std::min<int64_t>(count, 16));
+        const __m512i x = code16(bits16<OT>(combine16<BT, VT, NV, true>(s, a, nvec, i, n), s.out_t), *s.code, f, bs,
+                                 s.code->offset + i);
+        store_bits16<OT, false, false>(s.out, s.out_t, i, x, n);
+        i += n;
+        count -= n;
+    }
+}
+
+template <int OT, int BT, int VT, int NV, bool Stream>
+FPCORE_TARGET_AVX512 void range512_code(const StampTask& s, const float* alphas, int nvec, int64_t b, int64_t e) {
+    const int nv = NV == kAny ? nvec : NV;
+    __m512 a[kMaxVectors];
+    for (int k = 0; k < nv; ++k) a[k] = _mm512_set1_ps(alphas[k]);
+    const CodeFormat f = code_format(s.out_t, s.code->fp32_step);
+    BlockSymbol bs;
+    int64_t i = b;
+    if (Stream) {
+        const int64_t osize = dtype_size(pick_t(OT, s.out_t));
+        const uintptr_t addr = reinterpret_cast<uintptr_t>(s.out) + static_cast<uintptr_t>(i * osize);
+        const int64_t head = std::min<int64_t>(static_cast<int64_t>((64 - addr % 64) % 64) / osize, e - i);
+        part512_code<OT, BT, VT, NV>(s, a, nvec, f, bs, i, head);
+        i += head;
+    }
+    for (; i + 16 <= e; i += 16) {
+        prefetch_inputs<BT, VT>(s, nv, i, 16);
+        const __m512i x =
+            code16(bits16<OT>(combine16<BT, VT, NV, false>(s, a, nvec, i, 16), s.out_t), *s.code, f, bs, s.code->offset + i);
+        store_bits16<OT, true, Stream>(s.out, s.out_t, i, x, 16);
+    }
+    part512_code<OT, BT, VT, NV>(s, a, nvec, f, bs, i, e - i);
+    if (Stream) _mm_sfence();
+}
+
+FPCORE_TARGET_AVX2 inline __m256i fmix256(__m256i x) {
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(static_cast<int>(0x85EBCA6Bu)));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 13));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(static_cast<int>(0xC2B2AE35u)));
+    return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+}
+
+template <int OT, int BT, int VT, int NV, bool Stream>
+FPCORE_TARGET_AVX2 void range256_code(const StampTask& s, const float* alphas, int nvec, int64_t b, int64_t e) {
+    const int nv = NV == kAny ? nvec : NV;
+    __m256 a[kMaxVectors];
+    for (int k = 0; k < nv; ++k) a[k] = _mm256_set1_ps(alphas[k]);
+    const CodeParams& c = *s.code;
+    const CodeFormat f = code_format(s.out_t, c.fp32_step);
+    const DType ot = pick_t(OT, s.out_t);
+    BlockSymbol bs;
+    int64_t i = b;
+    if (Stream) {
+        const int64_t osize = dtype_size(ot);
+        const uintptr_t addr = reinterpret_cast<uintptr_t>(s.out) + static_cast<uintptr_t>(i * osize);
+        const int64_t head = std::min<int64_t>(static_cast<int64_t>((64 - addr % 64) % 64) / osize, e - i);
+        range_scalar_code(s, alphas, nvec, i, i + head);
+        i += head;
+    }
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i one = _mm256_set1_epi32(1);
+    const __m256i stepv = _mm256_set1_epi32(static_cast<int>(f.step));
+    const __m256i magmask = _mm256_set1_epi32(static_cast<int>(f.magmask));
+    const __m256i top = _mm256_set1_epi32(static_cast<int>(f.inf - f.step));
+    const __m256i dens = _mm256_set1_epi32(static_cast<int>(c.density));
+    const __m256i k1 = _mm256_set1_epi32(static_cast<int>(c.k1));
+    for (; i + 8 <= e; i += 8) {
+        const int64_t idx0 = c.offset + i;
+        if ((idx0 >> kCodeBlockBits) != ((idx0 + 7) >> kCodeBlockBits)) {  // straddles a block: scalar
+            range_scalar_code(s, alphas, nvec, i, i + 8);
+            continue;
+        }
+        prefetch_inputs<BT, VT>(s, nv, i, 8);
+        const __m256 acc = combine8<BT, VT, NV>(s, a, nvec, i);
+        __m256i x;
+        switch (ot) {
+            case DType::F32: x = _mm256_castps_si256(acc); break;
+            case DType::BF16: x = _mm256_srli_epi32(bf16_hi16_8(acc), 16); break;
+            default: x = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(acc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        }
+        const __m256i k2h =
+            _mm256_set1_epi32(static_cast<int>(c.k2 + static_cast<uint32_t>(static_cast<uint64_t>(idx0) >> 32) * kGolden));
+        const __m256i lo = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(idx0))), iota);
+        const __m256i h = fmix256(_mm256_xor_si256(fmix256(_mm256_xor_si256(lo, k1)), k2h));
+        // Signed compares are exact here: every operand is below 2^31.
+        const __m256i coded = _mm256_cmpgt_epi32(dens, _mm256_srli_epi32(h, 16));
+        const __m256i m = _mm256_set1_epi32(static_cast<int>(bs.get(c, idx0)));
+        const __m256i bit = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_srlv_epi32(h, m), one), one);
+        const __m256i mag = _mm256_and_si256(x, magmask);
+        const __m256i ok = _mm256_and_si256(coded, _mm256_and_si256(_mm256_cmpgt_epi32(mag, stepv), _mm256_cmpgt_epi32(top, mag)));
+        x = _mm256_add_epi32(x, _mm256_and_si256(_mm256_and_si256(ok, bit), stepv));
+        x = _mm256_sub_epi32(x, _mm256_and_si256(_mm256_andnot_si256(bit, ok), stepv));
+        if (ot == DType::F32) {
+            float* p = static_cast<float*>(s.out) + i;
+            if (Stream) {
+                _mm256_stream_si256(reinterpret_cast<__m256i*>(p), x);
+            } else {
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), x);
+            }
+        } else {
+            // packus: [x0-3 x0-3 | x4-7 x4-7] as 16-bit; qwords 0 and 2 hold x0..x7 in order.
+            const __m128i r = _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(x, x), 0x08));
+            __m128i* p = reinterpret_cast<__m128i*>(static_cast<uint16_t*>(s.out) + i);
+            if (Stream) {
+                _mm_stream_si128(p, r);
+            } else {
+                _mm_storeu_si128(p, r);
+            }
+        }
+    }
+    range_scalar_code(s, alphas, nvec, i, e);
+    if (Stream) _mm_sfence();
+}
+
+struct Avx512Code {
+    template <int OT, int BT, int VT, int NV, bool Stream>
+    static RangeFn get() {
+        return &range512_code<OT, BT, VT, NV, Stream>;
+    }
+};
+
+struct Avx2Code {
+    template <int OT, int BT, int VT, int NV, bool Stream>
+    static RangeFn get() {
+        return &range256_code<OT, BT, VT, NV, Stream>;
+    }
+};
+
+// ---------------------------------------------------------------------------------------------------------
 // Dispatch: one function per task, chosen once per call.
 
 template <class Isa, int OT, int BT, int VT, bool Stream>
@@ -357,7 +601,7 @@ RangeFn pick_nv(int nvec) {
 
 template <class Isa, bool Stream>
 RangeFn pick_isa(const StampTask& s, int nvec) {
-    int vt = static_cast<int>(s.vec_t[0]);
+    int vt = nvec > 0 ? static_cast<int>(s.vec_t[0]) : kAny;
     for (int k = 1; k < nvec; ++k) {
         if (static_cast<int>(s.vec_t[k]) != vt) vt = kAny;
     }
@@ -375,6 +619,15 @@ RangeFn pick_isa(const StampTask& s, int nvec) {
 }
 
 RangeFn pick(Simd level, const StampTask& s, int nvec, bool stream) {
+    if (s.code != nullptr) {
+        switch (level) {
+            case Simd::Avx512:
+                return stream ? pick_isa<Avx512Code, true>(s, nvec) : pick_isa<Avx512Code, false>(s, nvec);
+            case Simd::Avx2: return stream ? pick_isa<Avx2Code, true>(s, nvec) : pick_isa<Avx2Code, false>(s, nvec);
+            case Simd::Scalar: break;
+        }
+        return &range_scalar_code;
+    }
     switch (level) {
         case Simd::Avx512: return stream ? pick_isa<Avx512, true>(s, nvec) : pick_isa<Avx512, false>(s, nvec);
         case Simd::Avx2: return stream ? pick_isa<Avx2, true>(s, nvec) : pick_isa<Avx2, false>(s, nvec);
@@ -386,7 +639,7 @@ RangeFn pick(Simd level, const StampTask& s, int nvec, bool stream) {
 }  // namespace
 
 void stamp_many(const StampTask* tasks, int64_t ntasks, const float* alphas, int nvec) {
-    if (ntasks <= 0 || nvec < 1) return;
+    if (ntasks <= 0 || nvec < 0) return;
     const Simd level = simd_active();
 
     int64_t total_elems = 0, out_bytes = 0;

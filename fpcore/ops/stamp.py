@@ -8,13 +8,16 @@ from typing import Any
 import torch
 
 from fpcore._dispatch import select
+from fpcore.backends.reference.code import TensorCode
 
 from . import _validate as v
 
 Alpha = float | Sequence[float]
 
 
-def _vectors(op: str, vector: Any) -> list[torch.Tensor]:
+def _vectors(op: str, vector: Any, *, allow_none: bool = False) -> list[torch.Tensor]:
+    if allow_none and isinstance(vector, Sequence) and not isinstance(vector, torch.Tensor) and len(vector) == 0:
+        return []
     vecs = v.as_vector(op, "vector", vector)
     if len(vecs) > v.MAX_VECTORS:
         raise ValueError(f"{op}: got {len(vecs)} vectors; at most {v.MAX_VECTORS} are fused in one call")
@@ -31,8 +34,9 @@ def run_stamp(
     may_alias_base: bool,
     check_finite: bool,
     names: tuple[str, str] = ("base", "vector"),
+    code: TensorCode | None = None,
 ) -> None:
-    """Validated single-tensor stamp: writes out (any strides) from base and vecs.
+    """Validated single-tensor stamp: writes out (any strides) from base and vecs, then the code's move.
 
     `names` are what errors call the base and the vectors (extract calls them tuned and base).
     """
@@ -47,16 +51,17 @@ def run_stamp(
     v.check_out(op, out, named, bname if may_alias_base else None)
     if check_finite:
         v.check_finite(op, named)
+    extra = {} if code is None else {"code": code}
     backend, fn = select(op, "stamp", [out, base, *vecs])
-    if backend == "reference":
+    if backend == "reference" and code is None:
         fn(out, base, vecs, alphas)  # the reference handles any layout
         return
     base_c, *vecs_c = v.contiguous([base, *vecs])
     if out.is_contiguous():
-        fn(out, base_c, vecs_c, alphas)
-    else:
+        fn(out, base_c, vecs_c, alphas, **extra)
+    else:  # the code follows the flattened (row-major) order, so a strided out gets a contiguous copy
         tmp = torch.empty(out.shape, dtype=out.dtype, device=out.device)
-        fn(tmp, base_c, vecs_c, alphas)
+        fn(tmp, base_c, vecs_c, alphas, **extra)
         out.copy_(tmp)
 
 
@@ -67,6 +72,7 @@ def stamp(
     *,
     out: torch.Tensor | None = None,
     check_finite: bool = False,
+    code: TensorCode | None = None,
 ) -> torch.Tensor:
     """out = base + sum_k alpha_k * vector_k, in fp32, rounded once (nearest even) to out's dtype.
 
@@ -78,6 +84,9 @@ def stamp(
         out: optional destination of base's shape (any supported dtype); must not overlap the
             inputs. Default: a new tensor of base's dtype.
         check_finite: raise if an input holds NaN or Inf (by default they propagate as IEEE says).
+        code: a licensee code for this tensor (fpcore.trace.TraceKey.code(licensee, name)): each
+            rounded output element then moves by it (one ulp for bf16/fp16; see
+            fpcore/backends/reference/code.py). `vector` may then be an empty list.
 
     Returns:
         out. Every multiply and add is rounded to fp32 separately (never fused), so results match
@@ -90,8 +99,8 @@ def stamp(
     """
     op = "stamp"
     base = v.as_tensor(op, "base", base)
-    vecs = _vectors(op, vector)
-    alphas = v.alphas_for(op, alpha, len(vecs))
+    vecs = _vectors(op, vector, allow_none=code is not None)
+    alphas = v.alphas_for(op, alpha, len(vecs)) if vecs else []
     if out is None:
         out = torch.empty(base.shape, dtype=base.dtype, device=base.device)
     else:
@@ -99,7 +108,7 @@ def stamp(
         if out.requires_grad and torch.is_grad_enabled():
             raise RuntimeError(f"{op}: out requires grad; out= tensors cannot take part in autograd")
     with torch.no_grad():
-        run_stamp(op, out, base, vecs, alphas, may_alias_base=False, check_finite=check_finite)
+        run_stamp(op, out, base, vecs, alphas, may_alias_base=False, check_finite=check_finite, code=code)
     return out
 
 

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 
+#include "fpcore/code.h"
 #include "fpcore/dtype.h"
 
 namespace fpcore {
@@ -19,6 +20,7 @@ struct StampTask {
     const void* vec[kMaxVectors];
     DType vec_t[kMaxVectors];
     int64_t n;
+    const CodeParams* code = nullptr;  // a licensee code moved into the rounded output, or none
 };
 
 // Numerics (the spec; fpcore/backends/reference/stamp.py is its twin):
@@ -26,7 +28,17 @@ struct StampTask {
 // every multiply and add rounded to fp32 (no FMA contraction), then one rounding of acc to out's
 // dtype (nearest even). alpha = -1 gives an exact subtraction, so extract uses this kernel too.
 // All tasks' elements are shared among the threads as one flat range.
+// With a task's `code` (fpcore/code.h), each rounded output element then moves by the code. nvec may
+// be 0 when every task has a code (out = base converted, plus the code).
 void stamp_many(const StampTask* tasks, int64_t ntasks, const float* alphas, int nvec);
+
+// The trace sums of fpcore/backends/reference/code.py over n elements of a suspect s and its reference
+// r (one tensor's chunk starting at element c.offset): A [S*16], W [S], Q [S], U [S] are ADDED to
+// (S = 1 << c.seg_bits; c.symbols unused). Per element w is formed in fp32 exactly as the spec; sums
+// in fp64 per block of 4096 elements, blocks summed per thread, threads in order (so the last bits
+// may differ between thread counts; the reference is matched to ~1e-12 relative).
+void trace_sums(const void* s, DType st, const void* r, DType rt, int64_t n, const CodeParams& c, double* A,
+                double* W, double* Q, double* U);
 
 // A contiguous run of n elements of one dtype: one tensor of a (possibly multi-tensor) vector.
 struct Span {

@@ -6,11 +6,12 @@ from .pair_stats import (
     trajectory_consecutive_reference,
     triple_stats_reference,
 )
-from .stamp import stamp_multi_reference, stamp_reference
+from .code import stamp_code_multi_reference, stamp_code_reference, trace_sums_reference
 
 OPS = {
-    "stamp": stamp_reference,
-    "stamp_multi": stamp_multi_reference,
+    "stamp": stamp_code_reference,
+    "stamp_multi": stamp_code_multi_reference,
+    "trace_sums": trace_sums_reference,
     "pair_stats": pair_stats_reference,
     "trajectory_consecutive": trajectory_consecutive_reference,
     "trajectory_all": trajectory_all_reference,
