@@ -28,6 +28,8 @@ _SUBCOMMAND_MODULES: dict[str, str] = {
     "fingerprint": "fpcore.fingerprint.cli",
     "demo": "fpcore.fingerprint.cli",
     "pot": "fpcore.pot.cli",
+    "trace": "fpcore.trace.cli",
+    "trace-key": "fpcore.trace.cli",
 }
 _CORE_COMMANDS = ("extract", "stamp", "unstamp", "inspect", "detect")
 
@@ -94,17 +96,46 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_vector(path: str) -> bool:
+    """Whether `path` is a fingerprint vector (its metadata says so); False for a model."""
+    from fpcore.vector import FORMAT
+
+    ck = Checkpoint(path)
+    return ck.metadata[ck.files[0]].get("format") == FORMAT
+
+
 def cmd_stamp(args: argparse.Namespace, *, unstamp: bool = False) -> int:
     from fpcore import stamping
 
-    vectors = [args.vector] + list(args.vectors or [])
+    key = licensees = None
+    if unstamp:
+        first, models = args.vector, [args.model]
+    else:
+        paths = list(args.paths)
+        if args.trace_key is None and args.licensee:
+            raise ValueError("--licensee needs --trace-key")
+        if args.trace_key is not None:
+            from fpcore.trace.key import TraceKey
+
+            key = TraceKey.load(args.trace_key)
+            licensees = list(args.licensee or [])
+            first = paths.pop(0) if _is_vector(paths[0]) else None
+        else:
+            first = paths.pop(0)
+        models = paths
+        if not models:
+            raise ValueError("give at least one MODEL after the VECTOR")
+        if licensees is not None and len(licensees) != len(models):
+            raise ValueError(
+                f"{len(licensees)} --licensee values for {len(models)} models: give one per model, in order"
+            )
+    vectors = ([first] if first is not None else []) + list(args.vectors or [])
     alphas = list(args.alpha or [])
     if len(alphas) > len(vectors):
         raise ValueError(f"got {len(alphas)} --alpha values for {len(vectors)} vectors")
     alphas += [1.0] * (len(vectors) - len(alphas))
     if unstamp:
         alphas = [-a for a in alphas]
-    models = [args.model] if unstamp else args.models
     total = sum(Checkpoint(m).nbytes for m in models)
     t0 = time.perf_counter()
     with _progress(total, "unstamp" if unstamp else "stamp", args.quiet) as prog:
@@ -117,6 +148,8 @@ def cmd_stamp(args: argparse.Namespace, *, unstamp: bool = False) -> int:
             skip_mismatched=getattr(args, "skip_mismatched", False),
             allow_nonfinite=args.allow_nonfinite,
             progress=prog,
+            trace_key=key,
+            licensees=licensees,
         )
     sec = time.perf_counter() - t0
     verb = "unstamped" if unstamp else "stamped"
@@ -237,9 +270,16 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     common(e)
     e.set_defaults(func=cmd_extract)
 
-    s = sub.add_parser("stamp", help="stamp theta' = theta + alpha*tau into one or more models")
-    s.add_argument("vector", help="fingerprint vector file")
-    s.add_argument("models", nargs="+", metavar="MODEL", help="model file(s) or folder(s)")
+    s = sub.add_parser(
+        "stamp",
+        help="stamp theta' = theta + alpha*tau into one or more models (with --trace-key: and a licensee code each)",
+    )
+    s.add_argument(
+        "paths",
+        nargs="+",
+        metavar="[VECTOR] MODEL",
+        help="the fingerprint vector, then model file(s) or folder(s); with --trace-key the vector is optional",
+    )
     where = s.add_mutually_exclusive_group(required=True)
     where.add_argument("-o", "--output", help="one model: the stamped model; several: a folder of them")
     where.add_argument(
@@ -252,6 +292,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     s.add_argument("--skip-mismatched", action="store_true", help="leave tensors of another shape unstamped")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output")
     s.add_argument("--allow-nonfinite", action="store_true", help="use a vector holding NaN/Inf")
+    s.add_argument(
+        "--trace-key", metavar="KEY", help="trace key file (fpcore trace-key new): also stamp licensee codes"
+    )
+    s.add_argument(
+        "--licensee", action="append", metavar="ID", help="the licensee of each MODEL, in order (one per model)"
+    )
     common(s)
     s.set_defaults(func=cmd_stamp)
 

@@ -1,18 +1,16 @@
 """White-box fingerprint detection: is `suspect` = (some model derived from `base`) + alpha*tau?
 
-Two passes over the vector's tensors.
+One read of each of the vector's tensors and the matching suspect and base tensors, two results.
 
-1. The raw projection, streamed: each tau tensor and the matching suspect and base tensors read chunk
-   by chunk from memory maps (pages dropped as soon as a chunk is done; no torch) and reduced with the
-   `triple_stats` primitive (d = suspect - base, z = tau: <d,z>, |d|^2, |z|^2), overall and per tensor:
+1. The raw projection (d = suspect - base, z = tau: <d,z>, |d|^2, |z|^2), overall and per tensor:
 
        alpha_hat = sum <s-b, tau> / sum |tau|^2          (the stamping strength read back)
        cosine    = sum <s-b, tau> / sqrt(sum |s-b|^2 * sum |tau|^2)
 
-2. The calibrated test, tensor by tensor (float64): alpha* = <d, tau*> / |tau*|^2 where tau* is the part
-   of tau that neither a function-preserving transformation nor an honest fine-tune of the same base can
-   line up with: each tensor's best rank-`rank` approximation is removed (honest fine-tunes share tau's
-   dominant directions), then the tensor's base scaled per row and per column (what rescaling a norm
+2. The calibrated test, tensor by tensor (float32 projections, float64 sums): alpha* = <d, tau*> /
+   |tau*|^2 where tau* is the part of tau that neither a function-preserving transformation nor an
+   honest fine-tune of the same base can line up with: each tensor's best rank-`rank` approximation is
+   removed (honest fine-tunes share tau's dominant directions), then the tensor's base scaled per row and per column (what rescaling a norm
    and the maps that read it moves along; a permutation moves d onto -base, which this removes too).
    Its standard error from the suspect itself: flip the sign of every coordinate of tau* at random
    (keyed random directions with tau*'s magnitude at every element); <d, tau*> then has mean 0 and
@@ -36,7 +34,6 @@ from pathlib import Path
 
 import torch
 
-from fpcore import _stream as streaming
 from fpcore import rawops
 from fpcore._stream import streaming_threads
 from fpcore.io import Checkpoint, CheckpointError
@@ -89,27 +86,14 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else float("nan")
 
 
-def _triple_sums(
-    name: str, sck: Checkpoint, bck: Checkpoint, zck: Checkpoint, n: int, chunk: int
-) -> tuple[float, float, float]:
-    """<s - b, z>, |s - b|^2, |z|^2 over the first n elements of tensor `name`, chunk by chunk."""
-    ins = [(ck, ck.address(name), ck.info(name)) for ck in (sck, bck, zck)]
-    dz = dd = zz = 0.0
-    for off in range(0, n, chunk):
-        e = min(chunk, n - off)
-        a, b, c, _, _ = rawops.triple_stats_raw(*[(addr + off * i.itemsize, i.format_dtype) for _, addr, i in ins], e)
-        dz, dd, zz = dz + a, dd + b, zz + c
-        for ck, _, i in ins:
-            ck.release_range(name, off * i.itemsize, e * i.itemsize)
-    return dz, dd, zz
-
-
 def idiosyncratic(tau: torch.Tensor, base: torch.Tensor, rank: int = RANK) -> torch.Tensor:
-    """tau* (module doc), float64: tau less its best rank-r approximation (matrices; r = `rank`, at most
+    """tau* (module doc), float32: tau less its best rank-r approximation (matrices; r = `rank`, at most
     an eighth of the smaller side), then less its
     projections onto the base scaled per column and per row (two alternating sweeps; a 1-D tensor: onto
-    the base as a whole). Deterministic (the randomised SVD is seeded)."""
-    t, b = tau.double(), base.double()
+    the base as a whole). Deterministic (the randomised SVD is seeded). float32 keeps a large
+    embedding's working set to a few copies of it; torch's sums are pairwise, so the projections
+    lose nothing that matters to a z-score."""
+    t, b = tau.float(), base.float()
     r = min(rank, min(t.shape) // 8) if t.dim() == 2 else 0  # at most an eighth of a small matrix's spectrum
     if r > 0:
         with torch.random.fork_rng(devices=[]):
@@ -118,23 +102,42 @@ def idiosyncratic(tau: torch.Tensor, base: torch.Tensor, rank: int = RANK) -> to
         t = t - (u[:, :r] * sv[:r]) @ v[:, :r].T
     if t.dim() == 2:
         b2 = b * b
-        cols, rows = b2.sum(0, keepdim=True).clamp_min(1e-300), b2.sum(1, keepdim=True).clamp_min(1e-300)
+        cols, rows = b2.sum(0, keepdim=True).clamp_min(1e-30), b2.sum(1, keepdim=True).clamp_min(1e-30)
+        del b2
         for _ in range(2):
             t = t - b * ((t * b).sum(0, keepdim=True) / cols)
             t = t - b * ((t * b).sum(1, keepdim=True) / rows)
     else:
-        t = t - b * ((t * b).sum() / (b * b).sum().clamp_min(1e-300))
+        t = t - b * ((t * b).sum() / (b * b).sum().clamp_min(1e-30))
     return t
 
 
-def _calibrated(name: str, sck: Checkpoint, bck: Checkpoint, zck: Checkpoint, rank: int) -> tuple[float, float, float]:
-    """<d, tau*>, |tau*|^2 and sum d^2 tau*^2 for tensor `name` (the shared leading rows)."""
+CHUNK_ROWS_ELEMS = 1 << 20  # elements per float64 slice of the final sums
+
+
+def _tensor_sums(name: str, sck: Checkpoint, bck: Checkpoint, zck: Checkpoint, rank: int) -> tuple[float, ...]:
+    """One read of tensor `name` (the shared leading rows) from each file: the raw sums <d, tau>,
+    |d|^2, |tau|^2 and the calibrated ones <d, tau*>, |tau*|^2, sum d^2 tau*^2 (d = suspect - base),
+    accumulated in float64 over slices of rows, so no full-size float64 copy is ever made."""
     z = zck.get(name)
     rows = z.shape[0] if z.dim() else 1
     s, b = sck.get(name)[:rows], bck.get(name)[:rows]
     t = idiosyncratic(z, b, rank)
-    d = s.double() - b.double()
-    return float((d * t).sum()), float((t * t).sum()), float((d * d * t * t).sum())
+    if z.dim() == 0:
+        z, s, b, t = z.reshape(1), s.reshape(1), b.reshape(1), t.reshape(1)
+    step = max(1, CHUNK_ROWS_ELEMS // max(1, z[0].numel()))
+    sums = [0.0] * 6
+    for r0 in range(0, rows, step):
+        d = s[r0 : r0 + step].double() - b[r0 : r0 + step].double()
+        zc, tc = z[r0 : r0 + step].double(), t[r0 : r0 + step].double()
+        dt = d * tc
+        for k, x in enumerate(
+            ((d * zc).sum(), (d * d).sum(), (zc * zc).sum(), dt.sum(), (tc * tc).sum(), (dt * dt).sum())
+        ):
+            sums[k] += float(x)
+    for ck in (sck, bck, zck):  # done with it: hand its pages back (the shared rows)
+        ck.release_range(name, 0, zck.info(name).numel * ck.info(name).itemsize)
+    return tuple(sums)
 
 
 def detect(
@@ -185,10 +188,9 @@ def detect(
             note = ""
             if sck.info(name).numel != n_z:  # vocabulary growth: the shared (leading) rows
                 note = f"shared {vec.ckpt.info(name).shape[0]} of {sck.info(name).shape[0]} rows"
-            dz, dd, zz = _triple_sums(name, sck, bck, vec.ckpt, n_z, streaming.STREAM_ELEMS)
+            dz, dd, zz, a, b, c = _tensor_sums(name, sck, bck, vec.ckpt, rank)
             dz_t, dd_t, zz_t, n_t = dz_t + dz, dd_t + dd, zz_t + zz, n_t + n_z
             scores.append(TensorScore(name, _ratio(dz, zz), _ratio(dz, math.sqrt(dd * zz)), n_z, note))
-            a, b, c = _calibrated(name, sck, bck, vec.ckpt, rank)
             num, den, var = num + a, den + b, var + c
             if progress:
                 progress(n_z * sum(ck.info(name).itemsize for ck in (sck, bck, vec.ckpt)))

@@ -119,9 +119,7 @@ def stamp_raw(
         return
     from fpcore.backends.reference.code import stamp_code_reference
 
-    stamp_code_reference(
-        _tensor(o, n), _tensor(ins[0][1], n), [_tensor(r, n) for _, r in ins[1:]], list(alphas), code
-    )
+    stamp_code_reference(_tensor(o, n), _tensor(ins[0][1], n), [_tensor(r, n) for _, r in ins[1:]], list(alphas), code)
 
 
 class PairSums(NamedTuple):

@@ -21,12 +21,14 @@ from pathlib import Path
 
 from fpcore import __version__, rawops
 from fpcore import _stream as streaming
+from fpcore._code import TensorCode, is_coded
 from fpcore._stream import WriteBehind, streaming_threads
 from fpcore.io import AtomicOutput, Checkpoint, CheckpointError, SafetensorsWriter
 from fpcore.io.atomic import TMP_PREFIX, fsync_dir
 from fpcore.io.buffers import memory_at
 from fpcore.io.format import FORMAT_DTYPES
 from fpcore.io.reader import INDEX
+from fpcore.trace.key import TraceKey, check_licensee
 from fpcore.vector import STORE_FORMATS, FingerprintVector, VectorMeta, architecture, is_embedding
 
 Progress = Callable[[int], None]  # called with bytes processed
@@ -355,9 +357,16 @@ def stamp(
     skip_mismatched: bool = False,
     allow_nonfinite: bool = False,
     progress: Progress | None = None,
+    trace_key: TraceKey | None = None,
+    licensees: Sequence[str] | None = None,
 ) -> StampResult:
     """Stamp theta' = theta + sum_k alpha_k * tau_k into every model; each tau tensor is read once
     and applied to every model's matching tensor before the next is read.
+
+    With a trace key, model i also gets licensee i's code (one id per model, in order), moved into
+    every rounded output element of its coded tensors (float tensors of >= 2 dimensions; see
+    fpcore.trace) inside the same kernel call; tensors tau does not cover are coded on their own.
+    `vectors` may then be empty (a code alone).
 
     One model: `out` is the stamped model (same form as the input: file or folder, same shard
     layout, index and non-weight files). Several: ``out/<model name>/`` each. With in_place (and
@@ -370,10 +379,20 @@ def stamp(
     Raises:
         CheckpointError naming the file and tensor; FileExistsError when `out` exists and not overwrite.
     """
-    if not vectors:
-        raise ValueError("stamp: give at least one vector")
+    if not vectors and trace_key is None:
+        raise ValueError("stamp: give at least one vector (or a trace key and licensees)")
     if not models:
         raise ValueError("stamp: give at least one model")
+    if (trace_key is None) != (licensees is None):
+        raise ValueError("stamp: a trace key and licensees go together")
+    if licensees is not None:
+        licensees = list(licensees)
+        if len(licensees) != len(models):
+            raise ValueError(
+                f"stamp: {len(licensees)} licensee ids for {len(models)} models; give one per model, in order"
+            )
+        for k, lic in enumerate(licensees):
+            check_licensee(lic, f"stamp: licensee {k + 1}")
     if in_place == (out is not None):
         raise ValueError("stamp: give either an output path or in_place=True, not both or neither")
     vecs = [(FingerprintVector(p), float(a)) for p, a in vectors]
@@ -411,10 +430,19 @@ def stamp(
                 )
             keep.append(n)
         plan[i] = keep
+    # the licensee code: model i's coded tensors tau does not stamp are coded on their own
+    code_only: dict[int, list[str]] = {i: [] for i in range(len(cks))}
+    if trace_key is not None:
+        for i, ck in enumerate(cks):
+            code_only[i] = [n for n, info in ck.items() if is_coded(info) and n not in plan[i]]
+            plan[i] = plan[i] + code_only[i]
+        order += [n for i in range(len(cks)) for n in code_only[i] if n not in order]
+        order = list(dict.fromkeys(order))
     extra_meta = {
         "fpcore_stamped": json.dumps([{"base_digest": v.meta.base_digest, "alpha": a} for v, a in vecs]),
     }
-    run = partial(_stream, order, vecs, cks, plan, allow_nonfinite, progress)
+    codes = _Codes(trace_key, licensees, code_only)
+    run = partial(_stream, order, vecs, cks, plan, codes, allow_nonfinite, progress)
     if in_place:
         outs: list[_ModelOut] = []
         try:
@@ -455,6 +483,7 @@ def _stream(
     vecs: list[tuple[FingerprintVector, float]],
     cks: list[Checkpoint],
     plan: dict[int, list[str]],
+    codes: _Codes,
     allow_nonfinite: bool,
     progress: Progress | None,
     outs: list[_ModelOut],
@@ -466,7 +495,7 @@ def _stream(
     try:
         with streaming_threads():
             for name in order:
-                vec_bytes += _stamp_tensor(name, vecs, cks, plan, outs, writer, allow_nonfinite, progress)
+                vec_bytes += _stamp_tensor(name, vecs, cks, plan, codes, outs, writer, allow_nonfinite, progress)
                 stamped += sum(name in plan[i] for i in range(len(cks)))
         for o in outs:
             writer.submit(o.finish)
@@ -477,27 +506,70 @@ def _stream(
     return stamped, vec_bytes
 
 
+@dataclass
+class _Codes:
+    """Which model gets which licensee code (none without a trace key)."""
+
+    key: TraceKey | None
+    licensees: list[str] | None
+    code_only: dict[int, list[str]]
+
+    def of(self, i: int, ck: Checkpoint, name: str) -> TensorCode | None:
+        if self.key is None or self.licensees is None or not is_coded(ck.info(name)):
+            return None
+        return self.key.code(self.licensees[i], name)
+
+
+def _code_rows(
+    i: int,
+    name: str,
+    start: int,
+    ck: Checkpoint,
+    out: _ModelOut,
+    code: TensorCode,
+    writer: WriteBehind,
+    progress: Progress | None,
+) -> None:
+    """Elements start.. of model i's tensor `name` with the code alone (no tau there), to the writer."""
+    info = ck.info(name)
+    addr = ck.address(name)
+    for off in range(start, info.numel, streaming.STREAM_ELEMS):
+        e = min(streaming.STREAM_ELEMS, info.numel - off)
+        nbytes = e * info.itemsize
+        raw = writer.buffer(nbytes)
+        rawops.stamp_raw(
+            (raw.addr, info.format_dtype), (addr + off * info.itemsize, info.format_dtype), [], [], e, code.at(off)
+        )
+        ck.release_range(name, off * info.itemsize, nbytes)
+        writer.submit(partial(out.writer(name).write_part, name, raw.view[:nbytes]), raw)
+        if progress:
+            progress(nbytes)
+
+
 def _stamp_tensor(
     name: str,
     vecs: list[tuple[FingerprintVector, float]],
     cks: list[Checkpoint],
     plan: dict[int, list[str]],
+    codes: _Codes,
     outs: list[_ModelOut],
     writer: WriteBehind,
     allow_nonfinite: bool,
     progress: Progress | None,
 ) -> int:
     """Stream tensor `name` through every model that takes it, chunk by chunk: each tau chunk is read
-    (and checked) once and applied to every model's matching chunk; outputs go to the writer thread.
+    (and checked) once and applied to every model's matching chunk (with that model's licensee code,
+    if any); outputs go to the writer thread. Models that take only the code here get it alone.
     Returns the vector bytes read."""
-    taus = [(v, a) for v, a in vecs if name in v.names()]
+    targets = [i for i in range(len(cks)) if name in plan[i] and name not in codes.code_only[i]]
+    taus = [(v, a) for v, a in vecs if name in v.names()] if targets else []
     alphas = [a for _, a in taus]
-    targets = [i for i in range(len(cks)) if name in plan[i]]
     # tau covers the leading n_tau elements: all of them, or the shared rows after vocabulary growth
-    n_tau = min(v.ckpt.info(name).numel for v, _ in taus)
+    n_tau = min(v.ckpt.info(name).numel for v, _ in taus) if taus else 0
     # where each input's tensor starts in its memory map, and its info (once per tensor)
     tau_in = [(v.ckpt, v.ckpt.address(name), v.ckpt.info(name)) for v, _ in taus]
     theta_in = {i: (cks[i], cks[i].address(name), cks[i].info(name)) for i in targets}
+    code_of = {i: codes.of(i, cks[i], name) for i in targets}
     read = 0
     for off in range(0, n_tau, streaming.STREAM_ELEMS):
         e = min(streaming.STREAM_ELEMS, n_tau - off)
@@ -514,7 +586,8 @@ def _stamp_tensor(
             nbytes = e * info.itemsize
             raw = writer.buffer(nbytes)
             theta = (addr + off * info.itemsize, info.format_dtype)
-            rawops.stamp_raw((raw.addr, info.format_dtype), theta, regions, alphas, e)
+            code = code_of[i]
+            rawops.stamp_raw((raw.addr, info.format_dtype), theta, regions, alphas, e, code and code.at(off))
             ck.release_range(name, off * info.itemsize, nbytes)
             writer.submit(partial(outs[i].writer(name).write_part, name, raw.view[:nbytes]), raw)
             if progress:
@@ -523,11 +596,20 @@ def _stamp_tensor(
             ck.release_range(name, off * info.itemsize, e * info.itemsize)
     for i in targets:
         info = cks[i].info(name)
-        if info.numel > n_tau or info.numel == 0:  # rows beyond tau (vocabulary growth), unchanged
+        code = code_of[i]
+        if code is not None and info.numel > n_tau:  # rows beyond tau (vocabulary growth): the code alone
+            _code_rows(i, name, n_tau, cks[i], outs[i], code, writer, progress)
+        elif info.numel > n_tau or info.numel == 0:  # rows beyond tau (vocabulary growth), unchanged
             writer.submit(partial(outs[i].copy, name, n_tau * info.itemsize))
             if progress:
                 progress((info.numel - n_tau) * info.itemsize)
         writer.submit(partial(outs[i].done, name))
+    for i in range(len(cks)):
+        if name in codes.code_only[i]:
+            code = codes.of(i, cks[i], name)
+            if code is not None:  # always: code_only holds coded tensors only
+                _code_rows(i, name, 0, cks[i], outs[i], code, writer, progress)
+            writer.submit(partial(outs[i].done, name))
     return read
 
 

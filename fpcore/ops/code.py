@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from fpcore._code import TensorCode
 from fpcore._dispatch import select
-from fpcore.backends.reference.code import TensorCode
 
 from . import _validate as v
 

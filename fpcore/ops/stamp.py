@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
+from fpcore._code import TensorCode
 from fpcore._dispatch import select
-from fpcore.backends.reference.code import TensorCode
 
 from . import _validate as v
 

@@ -17,10 +17,9 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from fpcore.backends.reference.code import TensorCode
+from fpcore._code import TensorCode
 
 FORMAT = "fpcore-trace-key"
 VERSION = 1
@@ -110,7 +109,9 @@ class TraceKey:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise TraceKeyError(f"{p}: not a trace key (damaged or another kind of file: {exc})") from None
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-            raise TraceKeyError(f"{p}: not an fpcore trace key (format {obj.get('format') if isinstance(obj, dict) else None!r})")
+            raise TraceKeyError(
+                f"{p}: not an fpcore trace key (format {obj.get('format') if isinstance(obj, dict) else None!r})"
+            )
         if obj.get("version") != VERSION:
             raise TraceKeyError(f"{p}: trace key version {obj.get('version')!r}; this fpcore reads version {VERSION}")
         body = {k: v for k, v in obj.items() if k != "checksum"}
@@ -146,8 +147,10 @@ class TraceKey:
         d = hashlib.blake2b(b"fpcore-trace licensee\0" + raw, key=self.secret, digest_size=self.segments // 2).digest()
         return bytes(x for b in d for x in (b & 15, b >> 4))
 
-    def symbol_matrix(self, licensees: Sequence[str] | Iterable[str]) -> np.ndarray:
+    def symbol_matrix(self, licensees: Sequence[str] | Iterable[str]) -> Any:
         """(N, S) uint8: every candidate's pattern per segment."""
+        import numpy as np
+
         rows = [np.frombuffer(self.symbols(c), dtype=np.uint8) for c in licensees]
         return np.stack(rows) if rows else np.zeros((0, self.segments), dtype=np.uint8)
 

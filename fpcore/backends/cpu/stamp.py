@@ -25,7 +25,14 @@ def stamp_multi_cpu(
     base_p, base_d = ptrs(bases)
     vec_p, vec_d = zip(*(ptrs(v) for v in vectors), strict=True) if vectors else ((), ())
     C.stamp_many(
-        out_p, out_d, base_p, base_d, list(vec_p), list(vec_d), [float(a) for a in alphas], sizes(outs),
+        out_p,
+        out_d,
+        base_p,
+        base_d,
+        list(vec_p),
+        list(vec_d),
+        [float(a) for a in alphas],
+        sizes(outs),
         [None if c is None else code_tuple(c) for c in codes] if codes else [],
     )
 

@@ -1,12 +1,12 @@
 """Plain-torch twins: the spec, the test oracle, the fallback. Any device, readable over fast."""
 
+from .code import stamp_code_multi_reference, stamp_code_reference, trace_sums_reference
 from .pair_stats import (
     pair_stats_reference,
     trajectory_all_reference,
     trajectory_consecutive_reference,
     triple_stats_reference,
 )
-from .code import stamp_code_multi_reference, stamp_code_reference, trace_sums_reference
 
 OPS = {
     "stamp": stamp_code_reference,

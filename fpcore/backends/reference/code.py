@@ -29,15 +29,15 @@ A pattern's score in a segment is (2 A - W) / sqrt(Q), the correlation of the su
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
+
+from fpcore._code import PATTERNS, TensorCode
 
 from .stamp import stamp_reference
 
 MASK32 = 0xFFFFFFFF
 BLOCK_BITS = 12
-PATTERNS = 16
 GOLDEN = 0x9E3779B1
 MAX_ELEMENTS = 1 << 44
 
@@ -47,33 +47,6 @@ FORMATS = {
     torch.bfloat16: (0x7FFF, 0x7F80, 16),
     torch.float16: (0x7FFF, 0x7C00, 16),
 }
-
-
-@dataclass(frozen=True)
-class TensorCode:
-    """One licensee's code over one tensor (or the chunk of it that starts at element `offset`).
-
-    keys: (k1, k2, k3), uint32, derived from the trace key and the tensor's name.
-    symbols: the licensee's pattern (0..15) in each of the 2^seg_bits segments.
-    density: an element is coded when the high half of its hash is below this (0..65536).
-    fp32_shift: float32 outputs move by 2^fp32_shift ulps.
-    """
-
-    keys: tuple[int, int, int]
-    symbols: bytes
-    density: int = 65536
-    fp32_shift: int = 14
-    offset: int = 0
-
-    @property
-    def seg_bits(self) -> int:
-        return len(self.symbols).bit_length() - 1
-
-    def at(self, offset: int) -> TensorCode:
-        return TensorCode(self.keys, self.symbols, self.density, self.fp32_shift, offset)
-
-    def step(self, dtype: torch.dtype) -> int:
-        return 1 << self.fp32_shift if dtype == torch.float32 else 1
 
 
 def fmix32(x: torch.Tensor) -> torch.Tensor:
