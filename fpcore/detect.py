@@ -10,11 +10,11 @@ One read of each of the vector's tensors and the matching suspect and base tenso
 2. The calibrated test, tensor by tensor (float32 projections, float64 sums): alpha* = <d, tau*> /
    |tau*|^2 where tau* is the part of tau that neither a function-preserving transformation nor an
    honest fine-tune of the same base can line up with: each tensor's best rank-`rank` approximation is
-   removed (honest fine-tunes share tau's dominant directions), then the tensor's base scaled per row and per column (what rescaling a norm
-   and the maps that read it moves along; a permutation moves d onto -base, which this removes too).
-   Its standard error from the suspect itself: flip the sign of every coordinate of tau* at random
-   (keyed random directions with tau*'s magnitude at every element); <d, tau*> then has mean 0 and
-   variance sum d^2 tau*^2, so se = sqrt(sum d^2 tau*^2) / |tau*|^2.
+   removed (honest fine-tunes share tau's dominant directions), then the tensor's base scaled per row
+   and per column (what rescaling a norm and the maps that read it moves along; a permutation moves d
+   onto -base, which this removes too). Its standard error from the suspect itself: flip the sign of
+   every coordinate of tau* at random (keyed random directions with tau*'s magnitude at every element);
+   <d, tau*> then has mean 0 and variance sum d^2 tau*^2, so se = sqrt(sum d^2 tau*^2) / |tau*|^2.
 
    The null is composite, H0: alpha <= ALPHA_NULL (the suspect carries at most a quarter of tau), and
    z = (alpha* - ALPHA_NULL) / se, p = P[N(0,1) >= z]. Why not H0: alpha = 0: an honest fine-tune of the
