@@ -143,16 +143,24 @@ class TraceKey:
         )
 
     def symbols(self, licensee: str) -> bytes:
+        return bytes(x for b in self._digest(licensee) for x in (b & 15, b >> 4))
+
+    def _digest(self, licensee: str) -> bytes:
         raw = check_licensee(licensee)
-        d = hashlib.blake2b(b"fpcore-trace licensee\0" + raw, key=self.secret, digest_size=self.segments // 2).digest()
-        return bytes(x for b in d for x in (b & 15, b >> 4))
+        return hashlib.blake2b(
+            b"fpcore-trace licensee\0" + raw, key=self.secret, digest_size=self.segments // 2
+        ).digest()
 
     def symbol_matrix(self, licensees: Sequence[str] | Iterable[str]) -> Any:
-        """(N, S) uint8: every candidate's pattern per segment."""
+        """(N, S) uint8: every candidate's pattern per segment (the rows of `symbols`, vectorised)."""
         import numpy as np
 
-        rows = [np.frombuffer(self.symbols(c), dtype=np.uint8) for c in licensees]
-        return np.stack(rows) if rows else np.zeros((0, self.segments), dtype=np.uint8)
+        digests = b"".join(self._digest(c) for c in licensees)
+        d = np.frombuffer(digests, dtype=np.uint8).reshape(-1, self.segments // 2)
+        out = np.empty((d.shape[0], self.segments), dtype=np.uint8)
+        out[:, 0::2] = d & 15
+        out[:, 1::2] = d >> 4
+        return out
 
     def code(self, licensee: str, name: str, offset: int = 0) -> TensorCode:
         return TensorCode(self.tensor_keys(name), self.symbols(licensee), self.density, self.fp32_shift, offset)
