@@ -70,18 +70,23 @@ def unavailable_reason(tensors: Iterable[object]) -> str | None:
     return f"tensors are on {', '.join(devices)}; the triton backend needs all of them on cuda"
 
 
-def stamp_triton(out: torch.Tensor, base: torch.Tensor, vectors: Vector, alphas: Sequence[float]) -> None:
-    """out = base + sum_k alphas[k] * vectors[k], fp32 math, one rounding to out.dtype (writes out)."""
+def stamp_triton(
+    out: torch.Tensor, base: torch.Tensor, vectors: Vector, alphas: Sequence[float], code: object = None
+) -> None:
+    """out = base + sum_k alphas[k] * vectors[k], fp32 math, one rounding to out.dtype (writes out);
+    then a licensee code's move, if given."""
     from .stamp import stamp_triton as impl
 
-    impl(out, base, vectors, alphas)
+    impl(out, base, vectors, alphas, code)
 
 
-def stamp_multi_triton(outs: Vector, bases: Vector, vectors: Sequence[Vector], alphas: Sequence[float]) -> None:
+def stamp_multi_triton(
+    outs: Vector, bases: Vector, vectors: Sequence[Vector], alphas: Sequence[float], codes: Sequence | None = None
+) -> None:
     """stamp_triton over many tensors; vectors[k][i] is vector k's tensor i (one launch per dtype signature)."""
     from .stamp import stamp_multi_triton as impl
 
-    impl(outs, bases, vectors, alphas)
+    impl(outs, bases, vectors, alphas, codes)
 
 
 def pair_stats_triton(xs: Vector, ys: Vector) -> tuple[float, float, float, float, float, float, int]:

@@ -137,10 +137,88 @@ def _stamp_multi_kernel(
         _stamp_multi_tile(rec, alphas, start, lane, mask, OUT_T, BASE_T, VEC_T, NVEC, ALIGNED, True)
 
 
+@triton.jit
+def _fmix32(x):
+    x = x ^ (x >> 16)
+    x = x * 0x85EBCA6B
+    x = x ^ (x >> 13)
+    x = x * 0xC2B2AE35
+    return x ^ (x >> 16)
+
+
+# fmt: off
+@triton.jit
+def _stamp_code_kernel(out, base, v0, v1, v2, v3, v4, v5, v6, v7, a0, a1, a2, a3, a4, a5, a6, a7, n,
+                       symbols, k1, k2, k3, density, step, offset,
+                       SEG_BITS: tl.constexpr, OUT_T: tl.constexpr, NVEC: tl.constexpr, BLOCK: tl.constexpr):
+    """_stamp_kernel, then the licensee code's move on each rounded element (fpcore/backends/reference/
+    code.py): the element's hash from its index in the tensor (offset + position), uint32 arithmetic.
+    OUT_T: 0 float32, 1 bfloat16 (bits as int16), 2 float16."""
+    start = tl.program_id(0).to(tl.int64) * BLOCK
+    lane = tl.arange(0, BLOCK)
+    mask = lane < n - start
+    acc = load_f32(base + start + lane, mask, True)
+    if NVEC > 0:
+        acc = _axpy(acc, v0 + start + lane, a0, mask, True)
+    if NVEC > 1:
+        acc = _axpy(acc, v1 + start + lane, a1, mask, True)
+    if NVEC > 2:
+        acc = _axpy(acc, v2 + start + lane, a2, mask, True)
+    if NVEC > 3:
+        acc = _axpy(acc, v3 + start + lane, a3, mask, True)
+    if NVEC > 4:
+        acc = _axpy(acc, v4 + start + lane, a4, mask, True)
+    if NVEC > 5:
+        acc = _axpy(acc, v5 + start + lane, a5, mask, True)
+    if NVEC > 6:
+        acc = _axpy(acc, v6 + start + lane, a6, mask, True)
+    if NVEC > 7:
+        acc = _axpy(acc, v7 + start + lane, a7, mask, True)
+    # the stored bits, as uint32
+    if OUT_T == 1:
+        b32 = acc.to(tl.uint32, bitcast=True)
+        bits = (b32 + 0x7FFF + ((b32 >> 16) & 1)) >> 16
+        bits = tl.where(acc != acc, 0x7FC0, bits).to(tl.uint32)
+        magmask = 0x7FFF
+        inf = 0x7F80
+    elif OUT_T == 2:
+        bits = acc.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32).to(tl.uint32) & 0xFFFF
+        magmask = 0x7FFF
+        inf = 0x7C00
+    else:
+        bits = acc.to(tl.uint32, bitcast=True)
+        magmask = 0x7FFFFFFF
+        inf = 0x7F800000
+    idx = offset + start + lane
+    lo = (idx & 0xFFFFFFFF).to(tl.uint32)
+    hi = (idx >> 32).to(tl.uint32)
+    k2u = k2.to(tl.uint32)
+    h = _fmix32(_fmix32(lo ^ k1.to(tl.uint32)) ^ (k2u + hi * 0x9E3779B1))
+    blk = (idx >> 12).to(tl.uint32)
+    seg = _fmix32(_fmix32(blk ^ k3.to(tl.uint32)) ^ k2u) >> (32 - SEG_BITS)
+    m = tl.load(symbols + seg.to(tl.int32), mask=mask, other=0).to(tl.uint32)
+    stepu = step.to(tl.uint32)
+    mag = bits & magmask
+    ok = ((h >> 16) < density.to(tl.uint32)) & (mag > stepu) & (mag < inf - stepu)
+    up = ((h >> m) & 1) == 1
+    bits = tl.where(ok & up, bits + stepu, tl.where(ok & (~up), bits - stepu, bits))
+    if OUT_T == 1:
+        tl.store(out + start + lane, bits.to(tl.int16), mask=mask)
+    elif OUT_T == 2:
+        tl.store(out + start + lane, bits.to(tl.int16).to(tl.float16, bitcast=True), mask=mask)
+    else:
+        tl.store(out + start + lane, bits.to(tl.float32, bitcast=True), mask=mask)
+# fmt: on
+
+
+OUT_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+
+
 def stamp_triton(
-    out: torch.Tensor, base: torch.Tensor, vectors: Sequence[torch.Tensor], alphas: Sequence[float]
+    out: torch.Tensor, base: torch.Tensor, vectors: Sequence[torch.Tensor], alphas: Sequence[float], code=None
 ) -> None:
-    """out = base + sum_k alphas[k] * vectors[k] (fp32 math, one rounding to out.dtype); writes out."""
+    """out = base + sum_k alphas[k] * vectors[k] (fp32 math, one rounding to out.dtype); writes out.
+    With a licensee code (a TensorCode), each rounded element then moves by it."""
     nvec = len(vectors)
     if nvec > MAX_VECTORS:
         raise RuntimeError(f"stamp_triton: at most {MAX_VECTORS} vectors, got {nvec}")
@@ -151,6 +229,27 @@ def stamp_triton(
     vecs = [kernel_view(v) for v in vectors] + [base_k] * (MAX_VECTORS - nvec)
     alpha_args = [float(a) for a in alphas] + [0.0] * (MAX_VECTORS - nvec)
     grid = (triton.cdiv(n, BLOCK),)
+    if code is not None:
+        sym = torch.tensor(list(code.symbols), dtype=torch.int32, device=out.device)
+        _stamp_code_kernel[grid](
+            kernel_view(out),
+            base_k,
+            *vecs,
+            *alpha_args,
+            n,
+            sym,
+            *code.keys,
+            code.density,
+            code.step(out.dtype),
+            code.offset,
+            SEG_BITS=code.seg_bits,
+            OUT_T=OUT_CODES[out.dtype],
+            NVEC=nvec,
+            BLOCK=BLOCK,
+            num_warps=NUM_WARPS,
+            enable_fp_fusion=False,
+        )
+        return
     _stamp_kernel[grid](
         kernel_view(out),
         base_k,
@@ -169,8 +268,14 @@ def stamp_multi_triton(
     bases: Sequence[torch.Tensor],
     vectors: Sequence[Sequence[torch.Tensor]],
     alphas: Sequence[float],
+    codes: Sequence | None = None,
 ) -> None:
-    """stamp_triton over many tensors (vectors[k][i] is vector k's tensor i): one launch per dtype signature."""
+    """stamp_triton over many tensors (vectors[k][i] is vector k's tensor i): one launch per dtype
+    signature; with licensee codes, one coded launch per tensor."""
+    if codes and any(c is not None for c in codes):
+        for i, (o, b) in enumerate(zip(outs, bases, strict=True)):
+            stamp_triton(o, b, [v[i] for v in vectors], alphas, codes[i])
+        return
     nvec = len(vectors)
     if nvec > MAX_VECTORS:
         raise RuntimeError(f"stamp_multi_triton: at most {MAX_VECTORS} vectors, got {nvec}")
