@@ -211,10 +211,12 @@ def run(demo_dir: Path, seeds: list[int], out: Path, candidates: int = CANDIDATE
                     "symbol_matrix_seconds": sym_seconds,
                 }
                 rows.append(row)
+                change = row["metric_change_rel"] * 100
                 print(
-                    f"seed {seed} {name}: {mname} {before:.4f} -> {after:.4f} ({row['metric_change_rel'] * 100:+.3f} %), "
+                    f"seed {seed} {name}: {mname} {before:.4f} -> {after:.4f} ({change:+.3f} %), "
                     + ", ".join(
-                        f"{a} {r['colluders_found']}/{r['colluders']} (p {r['p_max_colluder']:.2g}, innocents {r['innocent_named']})"
+                        f"{a} {r['colluders_found']}/{r['colluders']} "
+                        f"(p {r['p_max_colluder']:.2g}, innocents {r['innocent_named']})"
                         for a, r in attacks.items()
                     )
                     + "; never-wrong: "

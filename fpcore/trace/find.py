@@ -20,6 +20,7 @@ from fpcore import rawops
 from fpcore._code import is_coded
 from fpcore._stream import streaming_threads
 from fpcore.io import Checkpoint, CheckpointError
+from fpcore.vector import is_embedding
 from fpcore.verdict import SIGNIFICANCE
 
 from .key import TraceKey, check_licensee
@@ -104,7 +105,12 @@ def scores(
             raise CheckpointError(
                 f"{sck.path}: tensor {n!r} is {si.dtype_name}; trace reads float32, bfloat16 or float16"
             )
-        grown = len(si.shape) == len(ri.shape) and si.shape[1:] == ri.shape[1:] and si.shape[0] > ri.shape[0]
+        grown = (
+            is_embedding(n)
+            and len(si.shape) == len(ri.shape)
+            and si.shape[1:] == ri.shape[1:]
+            and si.shape[0] > ri.shape[0]
+        )
         if si.shape != ri.shape and not grown:
             raise CheckpointError(
                 f"{sck.path}: tensor {n!r} has shape {si.shape}, the reference {rck.path} has {ri.shape} "
