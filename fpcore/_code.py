@@ -25,13 +25,11 @@ class TensorCode:
 
     keys: (k1, k2, k3), uint32, derived from the trace key and the tensor's name.
     symbols: the licensee's pattern (0..15) in each of the 2^seg_bits segments.
-    density: an element is coded when the high half of its hash is below this (0..65536).
     fp32_shift: float32 outputs move by 2^fp32_shift ulps.
     """
 
     keys: tuple[int, int, int]
     symbols: bytes
-    density: int = 65536
     fp32_shift: int = 14
     offset: int = 0
 
@@ -40,7 +38,7 @@ class TensorCode:
         return len(self.symbols).bit_length() - 1
 
     def at(self, offset: int) -> TensorCode:
-        return TensorCode(self.keys, self.symbols, self.density, self.fp32_shift, offset)
+        return TensorCode(self.keys, self.symbols, self.fp32_shift, offset)
 
     def step(self, dtype: object) -> int:
         """The move in stored-bit units for an output of `dtype` (a torch dtype or \"F32\"/\"BF16\"/\"F16\")."""

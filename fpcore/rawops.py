@@ -64,7 +64,7 @@ def _tensor(region: Region, n: int) -> Any:
 
 def code_tuple(code: Any) -> tuple:
     """A TensorCode as the native kernels take it."""
-    return (*code.keys, bytes(code.symbols), code.seg_bits, code.density, 1 << code.fp32_shift, code.offset)
+    return (*code.keys, bytes(code.symbols), code.seg_bits, 1 << code.fp32_shift, code.offset)
 
 
 def stamp_raw(

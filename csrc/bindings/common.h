@@ -56,7 +56,7 @@ inline std::vector<kernels::Span> to_spans(const std::string& op, const std::str
     return out;
 }
 
-// A licensee code given as (k1, k2, k3, symbols: bytes, seg_bits, density, fp32_step, offset). `store` keeps
+// A licensee code given as (k1, k2, k3, symbols: bytes, seg_bits, fp32_step, offset). `store` keeps
 // the symbols alive for the call. need_symbols: the stamp path reads 1 << seg_bits symbols (each < 16).
 inline CodeParams to_code(const std::string& op, const std::string& what, const py::object& obj, std::string& store,
                           bool need_symbols) {
@@ -64,9 +64,9 @@ inline CodeParams to_code(const std::string& op, const std::string& what, const 
     try {
         t = obj.cast<py::tuple>();
     } catch (const py::cast_error&) {
-        fail(op, what + " must be a tuple (k1, k2, k3, symbols, seg_bits, density, fp32_step, offset)");
+        fail(op, what + " must be a tuple (k1, k2, k3, symbols, seg_bits, fp32_step, offset)");
     }
-    if (t.size() != 8) fail(op, what + " must have 8 fields, got " + std::to_string(t.size()));
+    if (t.size() != 7) fail(op, what + " must have 7 fields, got " + std::to_string(t.size()));
     CodeParams c{};
     auto u32 = [&](size_t k, const char* name) {
         const int64_t v = t[k].cast<int64_t>();
@@ -79,13 +79,11 @@ inline CodeParams to_code(const std::string& op, const std::string& what, const 
     store = t[3].cast<std::string>();
     c.seg_bits = t[4].cast<int>();
     if (c.seg_bits < 1 || c.seg_bits > 16) fail(op, what + ": seg_bits must be 1..16, got " + std::to_string(c.seg_bits));
-    c.density = u32(5, "density");
-    if (c.density > 65536) fail(op, what + ": density must be 0..65536, got " + std::to_string(c.density));
-    c.fp32_step = u32(6, "fp32_step");
+    c.fp32_step = u32(5, "fp32_step");
     if (c.fp32_step == 0 || (c.fp32_step & (c.fp32_step - 1)) != 0 || c.fp32_step > (1u << 20)) {
         fail(op, what + ": fp32_step must be a power of two up to 2^20, got " + std::to_string(c.fp32_step));
     }
-    c.offset = t[7].cast<int64_t>();
+    c.offset = t[6].cast<int64_t>();
     if (c.offset < 0) fail(op, what + ": offset must be >= 0");
     if (need_symbols) {
         if (store.size() != (size_t{1} << c.seg_bits)) {

@@ -78,7 +78,7 @@ void bind_stamp(py::module_& m) {
           py::arg("codes") = std::vector<py::object>(),
           "out_i = base_i + sum_k alphas[k] * vec_ptrs[k][i] over contiguous buffers (fp32 math, one rounding).\n"
           "Pointers are raw addresses; dtype codes 0=float32, 1=bfloat16, 2=float16. The GIL is released.\n"
-          "codes: empty, or per task None or (k1, k2, k3, symbols: bytes, seg_bits, density, fp32_step, offset):\n"
+          "codes: empty, or per task None or (k1, k2, k3, symbols: bytes, seg_bits, fp32_step, offset):\n"
           "the licensee code moved into the rounded output (fpcore/code.h); with every task coded, no vector needed.");
 }
 

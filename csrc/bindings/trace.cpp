@@ -40,7 +40,7 @@ void bind_trace(py::module_& m) {
     m.def("trace_sums", &trace_sums, py::arg("s_ptr"), py::arg("s_dtype"), py::arg("r_ptr"), py::arg("r_dtype"),
           py::arg("n"), py::arg("code"),
           "(A [S*16], W [S], Q [S], U [S]) over n contiguous elements of suspect and reference (fpcore/code.h).\n"
-          "code: (k1, k2, k3, symbols (unused), seg_bits, density, fp32_step, offset). The GIL is released.");
+          "code: (k1, k2, k3, symbols (unused), seg_bits, fp32_step, offset). The GIL is released.");
 }
 
 }  // namespace bindings

@@ -351,25 +351,36 @@ struct Avx2 {
 // Licensee code (fpcore/code.h): after the one rounding, each element's stored bits move by +-step. The
 // output is handled as 32-bit lanes of its stored bits (fp32 bits; bf16/f16 bits zero-extended), the code
 // applied there, then narrowed and stored (streamed when the plain path would stream). Reads nothing more
-// than the plain path: the code comes from the element index and the task's keys.
+// than the plain path: the code comes from the element index and the task's keys. One hash serves four
+// elements, so the SIMD paths hash a window of 16 (8) groups at once and permute each lane's hash in.
 
-// The licensee's pattern for the block holding element idx, recomputed only when the block changes.
-struct BlockSymbol {
+constexpr uint32_t kPatternLut[kPatterns] = {
+    pattern_lut(0), pattern_lut(1), pattern_lut(2),  pattern_lut(3),  pattern_lut(4),  pattern_lut(5),
+    pattern_lut(6), pattern_lut(7), pattern_lut(8),  pattern_lut(9),  pattern_lut(10), pattern_lut(11),
+    pattern_lut(12), pattern_lut(13), pattern_lut(14), pattern_lut(15)};
+
+// The licensee's pattern table (pattern_lut of its symbol) for the block holding element idx,
+// recomputed only when the block changes.
+struct BlockLut {
     int64_t blk = -1;
-    uint32_t m = 0;
+    uint32_t lut = 0;
     uint32_t get(const CodeParams& c, int64_t idx) {
         if ((idx >> kCodeBlockBits) != blk) {
             blk = idx >> kCodeBlockBits;
-            m = c.symbols[code_segment(c, idx)];
+            lut = kPatternLut[c.symbols[code_segment(c, idx)] & 15u];
         }
-        return m;
+        return lut;
     }
 };
+
+inline bool straddles_block(int64_t idx0, int64_t count) {
+    return (idx0 >> kCodeBlockBits) != ((idx0 + count - 1) >> kCodeBlockBits);
+}
 
 void range_scalar_code(const StampTask& s, const float* alphas, int nvec, int64_t b, int64_t e) {
     const CodeParams& c = *s.code;
     const CodeFormat f = code_format(s.out_t, c.fp32_step);
-    BlockSymbol bs;
+    BlockLut bl;
     for (int64_t i = b; i < e; ++i) {
         float acc = load_f32(s.base, s.base_t, i);
         for (int k = 0; k < nvec; ++k) {
@@ -378,8 +389,8 @@ void range_scalar_code(const StampTask& s, const float* alphas, int nvec, int64_
         }
         store_f32(s.out, s.out_t, i, acc);
         const int64_t idx = c.offset + i;
-        const int sign = code_sign(code_hash(c, idx), bs.get(c, idx), c.density);
-        if (sign != 0) store_bits(s.out, s.out_t, i, code_move(load_bits(s.out, s.out_t, i), sign, f));
+        const bool up = (bl.get(c, idx) >> element_bits(c, idx)) & 1u;
+        store_bits(s.out, s.out_t, i, code_move(load_bits(s.out, s.out_t, i), up, f));
     }
 }
 
@@ -389,6 +400,27 @@ FPCORE_TARGET_AVX512 inline __m512i fmix512(__m512i x) {
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 13));
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32(static_cast<int>(0xC2B2AE35u)));
     return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+}
+
+// Hashes of groups q0 .. q0+15, and the elements they cover: [4 q0, 4 q0 + 64).
+struct Window512 {
+    int64_t q0 = INT64_MIN / 2;  // no window yet: the first use computes one
+    __m512i h;
+};
+
+FPCORE_TARGET_AVX512 inline void window512(const CodeParams& c, int64_t q0, Window512& w) {
+    w.q0 = q0;
+    const uint64_t u = static_cast<uint64_t>(q0);
+    if ((u >> 32) == ((u + 15) >> 32)) {
+        const __m512i lo = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(u))),
+                                            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        const __m512i k2h = _mm512_set1_epi32(static_cast<int>(c.k2 + static_cast<uint32_t>(u >> 32) * kGolden));
+        w.h = fmix512(_mm512_xor_si512(fmix512(_mm512_xor_si512(lo, _mm512_set1_epi32(static_cast<int>(c.k1)))), k2h));
+    } else {  // the window straddles 2^32 groups
+        alignas(64) uint32_t h[16];
+        for (int l = 0; l < 16; ++l) h[l] = group_hash(c, q0 + l);
+        w.h = _mm512_load_si512(h);
+    }
 }
 
 // Stored bits of 16 results as 32-bit lanes.
@@ -403,34 +435,32 @@ FPCORE_TARGET_AVX512 inline __m512i bits16(__m512 acc, DType out_t) {
 }
 
 // The code's move on lanes x (elements idx0 .. idx0+15).
-FPCORE_TARGET_AVX512 inline __m512i code16(__m512i x, const CodeParams& c, const CodeFormat& f, BlockSymbol& bs,
-                                           int64_t idx0) {
-    __m512i m, k2h;
-    if ((idx0 >> kCodeBlockBits) == ((idx0 + 15) >> kCodeBlockBits)) {
-        m = _mm512_set1_epi32(static_cast<int>(bs.get(c, idx0)));
-        k2h = _mm512_set1_epi32(static_cast<int>(c.k2 + static_cast<uint32_t>(static_cast<uint64_t>(idx0) >> 32) * kGolden));
-    } else {  // the 16 lanes straddle a block (and perhaps a 2^32) boundary: per-lane pattern and key
-        alignas(64) uint32_t ma[16], ka[16];
-        for (int l = 0; l < 16; ++l) {
-            ma[l] = c.symbols[code_segment(c, idx0 + l)];
-            ka[l] = c.k2 + static_cast<uint32_t>(static_cast<uint64_t>(idx0 + l) >> 32) * kGolden;
-        }
-        m = _mm512_load_si512(ma);
-        k2h = _mm512_load_si512(ka);
+FPCORE_TARGET_AVX512 inline __m512i code16(__m512i x, const CodeParams& c, const CodeFormat& f, BlockLut& bl,
+                                           Window512& w, int64_t idx0) {
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    if ((idx0 >> 2) < w.q0 || ((idx0 + 15) >> 2) >= w.q0 + 16) window512(c, idx0 >> 2, w);
+    const __m512i pos = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(idx0 - 4 * w.q0)), iota);  // 0..63
+    const __m512i hv = _mm512_permutexvar_epi32(_mm512_srli_epi32(pos, 2), w.h);
+    const __m512i shift = _mm512_slli_epi32(_mm512_and_si512(_mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(idx0 & 3)), iota),
+                                                             _mm512_set1_epi32(3)),
+                                            3);
+    const __m512i bits = _mm512_and_si512(_mm512_srlv_epi32(hv, shift), _mm512_set1_epi32(31));
+    __m512i lut;
+    if (!straddles_block(idx0, 16)) {
+        lut = _mm512_set1_epi32(static_cast<int>(bl.get(c, idx0)));
+    } else {
+        alignas(64) uint32_t la[16];
+        for (int l = 0; l < 16; ++l) la[l] = kPatternLut[c.symbols[code_segment(c, idx0 + l)] & 15u];
+        lut = _mm512_load_si512(la);
     }
-    const __m512i lo = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(idx0))),
-                                        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-    const __m512i h =
-        fmix512(_mm512_xor_si512(fmix512(_mm512_xor_si512(lo, _mm512_set1_epi32(static_cast<int>(c.k1)))), k2h));
-    const __mmask16 coded =
-        _mm512_cmplt_epu32_mask(_mm512_srli_epi32(h, 16), _mm512_set1_epi32(static_cast<int>(c.density)));
-    const __mmask16 bit = _mm512_test_epi32_mask(_mm512_srlv_epi32(h, m), _mm512_set1_epi32(1));
-    const __m512i mag = _mm512_and_si512(x, _mm512_set1_epi32(static_cast<int>(f.magmask)));
+    const __mmask16 up = _mm512_test_epi32_mask(_mm512_srlv_epi32(lut, bits), _mm512_set1_epi32(1));
     const __m512i step = _mm512_set1_epi32(static_cast<int>(f.step));
-    const __mmask16 ok = coded & _mm512_cmpgt_epu32_mask(mag, step) &
-                         _mm512_cmplt_epu32_mask(mag, _mm512_set1_epi32(static_cast<int>(f.inf - f.step)));
-    x = _mm512_mask_add_epi32(x, ok & bit, x, step);
-    return _mm512_mask_sub_epi32(x, ok & static_cast<__mmask16>(~bit), x, step);
+    const __m512i mag = _mm512_and_si512(x, _mm512_set1_epi32(static_cast<int>(f.magmask)));
+    // step < mag < inf - step  <=>  mag - step - 1 < inf - 2 step - 1 (unsigned)
+    const __mmask16 ok = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(mag, _mm512_set1_epi32(static_cast<int>(f.step + 1))),
+                                                 _mm512_set1_epi32(static_cast<int>(f.inf - 2 * f.step - 1)));
+    const __m512i delta = _mm512_mask_blend_epi32(up, _mm512_sub_epi32(_mm512_setzero_si512(), step), step);
+    return _mm512_mask_add_epi32(x, ok, x, delta);
 }
 
 // Stores the first `count` lanes (all 16 when Full; Stream: out + i is aligned to the store's width).
@@ -461,10 +491,10 @@ FPCORE_TARGET_AVX512 inline void store_bits16(void* out, DType out_t, int64_t i,
 
 template <int OT, int BT, int VT, int NV>
 FPCORE_TARGET_AVX512 inline void part512_code(const StampTask& s, const __m512* a, int nvec, const CodeFormat& f,
-                                              BlockSymbol& bs, int64_t i, int64_t count) {
+                                              BlockLut& bl, Window512& w, int64_t i, int64_t count) {
     while (count > 0) {
         const int n = static_cast<int>(std::min<int64_t>(count, 16));
-        const __m512i x = code16(bits16<OT>(combine16<BT, VT, NV, true>(s, a, nvec, i, n), s.out_t), *s.code, f, bs,
+        const __m512i x = code16(bits16<OT>(combine16<BT, VT, NV, true>(s, a, nvec, i, n), s.out_t), *s.code, f, bl, w,
                                  s.code->offset + i);
         store_bits16<OT, false, false>(s.out, s.out_t, i, x, n);
         i += n;
@@ -478,22 +508,23 @@ FPCORE_TARGET_AVX512 void range512_code(const StampTask& s, const float* alphas,
     __m512 a[kMaxVectors];
     for (int k = 0; k < nv; ++k) a[k] = _mm512_set1_ps(alphas[k]);
     const CodeFormat f = code_format(s.out_t, s.code->fp32_step);
-    BlockSymbol bs;
+    BlockLut bl;
+    Window512 w;
     int64_t i = b;
     if (Stream) {
         const int64_t osize = dtype_size(pick_t(OT, s.out_t));
         const uintptr_t addr = reinterpret_cast<uintptr_t>(s.out) + static_cast<uintptr_t>(i * osize);
         const int64_t head = std::min<int64_t>(static_cast<int64_t>((64 - addr % 64) % 64) / osize, e - i);
-        part512_code<OT, BT, VT, NV>(s, a, nvec, f, bs, i, head);
+        part512_code<OT, BT, VT, NV>(s, a, nvec, f, bl, w, i, head);
         i += head;
     }
     for (; i + 16 <= e; i += 16) {
         prefetch_inputs<BT, VT>(s, nv, i, 16);
-        const __m512i x =
-            code16(bits16<OT>(combine16<BT, VT, NV, false>(s, a, nvec, i, 16), s.out_t), *s.code, f, bs, s.code->offset + i);
+        const __m512i x = code16(bits16<OT>(combine16<BT, VT, NV, false>(s, a, nvec, i, 16), s.out_t), *s.code, f, bl,
+                                 w, s.code->offset + i);
         store_bits16<OT, true, Stream>(s.out, s.out_t, i, x, 16);
     }
-    part512_code<OT, BT, VT, NV>(s, a, nvec, f, bs, i, e - i);
+    part512_code<OT, BT, VT, NV>(s, a, nvec, f, bl, w, i, e - i);
     if (Stream) _mm_sfence();
 }
 
@@ -513,7 +544,7 @@ FPCORE_TARGET_AVX2 void range256_code(const StampTask& s, const float* alphas, i
     const CodeParams& c = *s.code;
     const CodeFormat f = code_format(s.out_t, c.fp32_step);
     const DType ot = pick_t(OT, s.out_t);
-    BlockSymbol bs;
+    BlockLut bl;
     int64_t i = b;
     if (Stream) {
         const int64_t osize = dtype_size(ot);
@@ -525,15 +556,25 @@ FPCORE_TARGET_AVX2 void range256_code(const StampTask& s, const float* alphas, i
     const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i one = _mm256_set1_epi32(1);
     const __m256i stepv = _mm256_set1_epi32(static_cast<int>(f.step));
+    const __m256i negstep = _mm256_set1_epi32(-static_cast<int>(f.step));
     const __m256i magmask = _mm256_set1_epi32(static_cast<int>(f.magmask));
     const __m256i top = _mm256_set1_epi32(static_cast<int>(f.inf - f.step));
-    const __m256i dens = _mm256_set1_epi32(static_cast<int>(c.density));
     const __m256i k1 = _mm256_set1_epi32(static_cast<int>(c.k1));
+    int64_t q0 = INT64_MIN / 2;  // window: hashes of groups q0 .. q0+7 (elements [4 q0, 4 q0 + 32)); none yet
+    __m256i wh = _mm256_setzero_si256();
     for (; i + 8 <= e; i += 8) {
         const int64_t idx0 = c.offset + i;
-        if ((idx0 >> kCodeBlockBits) != ((idx0 + 7) >> kCodeBlockBits)) {  // straddles a block: scalar
+        const uint64_t qa = static_cast<uint64_t>(idx0 >> 2);
+        if (straddles_block(idx0, 8) || (qa >> 32) != ((qa + 8) >> 32)) {  // rare: scalar
             range_scalar_code(s, alphas, nvec, i, i + 8);
             continue;
+        }
+        if ((idx0 >> 2) < q0 || ((idx0 + 7) >> 2) >= q0 + 8) {
+            q0 = idx0 >> 2;
+            const uint64_t u = static_cast<uint64_t>(q0);
+            const __m256i lo = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(u))), iota);
+            const __m256i k2h = _mm256_set1_epi32(static_cast<int>(c.k2 + static_cast<uint32_t>(u >> 32) * kGolden));
+            wh = fmix256(_mm256_xor_si256(fmix256(_mm256_xor_si256(lo, k1)), k2h));
         }
         prefetch_inputs<BT, VT>(s, nv, i, 8);
         const __m256 acc = combine8<BT, VT, NV>(s, a, nvec, i);
@@ -543,18 +584,16 @@ FPCORE_TARGET_AVX2 void range256_code(const StampTask& s, const float* alphas, i
             case DType::BF16: x = _mm256_srli_epi32(bf16_hi16_8(acc), 16); break;
             default: x = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(acc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
         }
-        const __m256i k2h =
-            _mm256_set1_epi32(static_cast<int>(c.k2 + static_cast<uint32_t>(static_cast<uint64_t>(idx0) >> 32) * kGolden));
-        const __m256i lo = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(idx0))), iota);
-        const __m256i h = fmix256(_mm256_xor_si256(fmix256(_mm256_xor_si256(lo, k1)), k2h));
+        const __m256i pos = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(idx0 - 4 * q0)), iota);
+        const __m256i hv = _mm256_permutevar8x32_epi32(wh, _mm256_srli_epi32(pos, 2));
+        const __m256i shift = _mm256_slli_epi32(_mm256_and_si256(pos, _mm256_set1_epi32(3)), 3);
+        const __m256i bits = _mm256_and_si256(_mm256_srlv_epi32(hv, shift), _mm256_set1_epi32(31));
+        const __m256i lut = _mm256_set1_epi32(static_cast<int>(bl.get(c, idx0)));
+        const __m256i up = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_srlv_epi32(lut, bits), one), one);
         // Signed compares are exact here: every operand is below 2^31.
-        const __m256i coded = _mm256_cmpgt_epi32(dens, _mm256_srli_epi32(h, 16));
-        const __m256i m = _mm256_set1_epi32(static_cast<int>(bs.get(c, idx0)));
-        const __m256i bit = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_srlv_epi32(h, m), one), one);
         const __m256i mag = _mm256_and_si256(x, magmask);
-        const __m256i ok = _mm256_and_si256(coded, _mm256_and_si256(_mm256_cmpgt_epi32(mag, stepv), _mm256_cmpgt_epi32(top, mag)));
-        x = _mm256_add_epi32(x, _mm256_and_si256(_mm256_and_si256(ok, bit), stepv));
-        x = _mm256_sub_epi32(x, _mm256_and_si256(_mm256_andnot_si256(bit, ok), stepv));
+        const __m256i ok = _mm256_and_si256(_mm256_cmpgt_epi32(mag, stepv), _mm256_cmpgt_epi32(top, mag));
+        x = _mm256_add_epi32(x, _mm256_and_si256(ok, _mm256_blendv_epi8(negstep, stepv, up)));
         if (ot == DType::F32) {
             float* p = static_cast<float*>(s.out) + i;
             if (Stream) {

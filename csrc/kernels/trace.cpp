@@ -1,9 +1,11 @@
 // trace_sums: a suspect's correlation with every one of the 16 patterns of each segment of the licensee
 // code (fpcore/code.h; spec and twin: fpcore/backends/reference/code.py), in one pass over the suspect
 // and its reference. Per element: the move size u at the reference, w = (s - r) * sign(r) * u in fp32
-// (as the spec), then per segment W += w, Q += w^2, U += u^2 and A[p] += w for every pattern p whose bit
-// is set in the element's hash. Blocks of 4096 elements lie in one segment each; a block's sums are
-// fp64, added to the thread's table; the threads' tables are added in thread order at the end.
+// (as the spec), then per segment W += w, Q += w^2, U += u^2, and w is added to a histogram over the
+// element's 5 random bits b; at the block's end A[p] += the histogram's sum over the b whose parity
+// under pattern p's mask is 1 (all 16 patterns from 32 bins). Blocks of 4096 elements lie in one
+// segment each; a block's sums are fp64, added to the thread's table; the threads' tables are added
+// in thread order at the end.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -29,14 +31,20 @@ constexpr int kCols = kPatterns + 3;  // A[0..15], W, Q, U
 // Elements [b, e) of the chunk (all in one code block) added to row `t` (kCols doubles).
 void block_sums(const void* s, DType st, const void* r, DType rt, const CodeParams& c, const CodeFormat& f, int64_t b,
                 int64_t e, double* t) {
-    double a[kPatterns] = {0};
+    double hist[32] = {0};
     double w_sum = 0, q_sum = 0, u_sum = 0;
+    int64_t q_cached = -1;
+    uint32_t h = 0;
     for (int64_t i = b; i < e; ++i) {
         const uint32_t rb = load_bits(r, rt, i);
         const uint32_t mag = rb & f.magmask;
         if (mag <= f.step || mag >= f.inf - f.step) continue;
-        const uint32_t h = code_hash(c, c.offset + i);
-        if ((h >> 16) >= c.density) continue;
+        const int64_t idx = c.offset + i;
+        if ((idx >> 2) != q_cached) {
+            q_cached = idx >> 2;
+            h = group_hash(c, q_cached);
+        }
+        const uint32_t bits = (h >> (8 * (idx & 3))) & 31u;
         const float rv = bits_value(rb, rt);
         const float u = bits_value(mag + f.step, rt) - bits_value(mag, rt);
         const float d = load_f32(s, st, i) - rv;
@@ -45,9 +53,14 @@ void block_sums(const void* s, DType st, const void* r, DType rt, const CodePara
         w_sum += wd;
         q_sum += wd * wd;
         u_sum += static_cast<double>(u) * u;
-        for (int p = 0; p < kPatterns; ++p) a[p] += ((h >> p) & 1u) ? wd : 0.0;
+        hist[bits] += wd;
     }
-    for (int p = 0; p < kPatterns; ++p) t[p] += a[p];
+    for (int p = 0; p < kPatterns; ++p) {
+        const uint32_t lut = pattern_lut(static_cast<uint32_t>(p));
+        double a = 0.0;
+        for (int bb = 0; bb < 32; ++bb) a += ((lut >> bb) & 1u) ? hist[bb] : 0.0;
+        t[p] += a;
+    }
     t[kPatterns] += w_sum;
     t[kPatterns + 1] += q_sum;
     t[kPatterns + 2] += u_sum;

@@ -24,7 +24,7 @@ def trace_sums(
     Args:
         suspect, reference: tensors of the same shape, float32/bfloat16/float16 (independently); the
             reference's dtype is the one the code moved in. Flattened row-major.
-        code: the tensor's code (its keys, density and fp32 step; the symbols are not used).
+        code: the tensor's code (its keys and fp32 step; the symbols are not used).
 
     Raises:
         TypeError for another dtype; ValueError for a shape mismatch or mixed devices.

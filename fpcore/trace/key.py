@@ -27,7 +27,6 @@ SECRET_BYTES = 32
 SEG_BITS = 6  # 64 segments, 4 bits (one of 16 patterns) each: 256 bits of BLAKE2b per licensee
 MAX_ID_BYTES = 256
 DEFAULT_FP32_SHIFT = 14
-DEFAULT_DENSITY = 65536
 
 
 class TraceKeyError(ValueError):
@@ -51,14 +50,13 @@ def check_licensee(licensee: str, where: str = "licensee") -> bytes:
 class TraceKey:
     secret: bytes
     seg_bits: int = SEG_BITS
-    density: int = DEFAULT_DENSITY
     fp32_shift: int = DEFAULT_FP32_SHIFT
     path: Path | None = None
 
     # ---- the file -------------------------------------------------------------------------------
     @classmethod
-    def generate(cls, *, fp32_shift: int = DEFAULT_FP32_SHIFT, density: int = DEFAULT_DENSITY) -> TraceKey:
-        return cls(os.urandom(SECRET_BYTES), SEG_BITS, density, fp32_shift)
+    def generate(cls, *, fp32_shift: int = DEFAULT_FP32_SHIFT) -> TraceKey:
+        return cls(os.urandom(SECRET_BYTES), SEG_BITS, fp32_shift)
 
     def _body(self) -> dict:
         return {
@@ -67,7 +65,6 @@ class TraceKey:
             "scheme": "segments-of-16-patterns",
             "secret": self.secret.hex(),
             "seg_bits": self.seg_bits,
-            "density": self.density,
             "fp32_shift": self.fp32_shift,
         }
 
@@ -119,15 +116,15 @@ class TraceKey:
             raise TraceKeyError(f"{p}: trace key checksum does not match: the file is damaged")
         try:
             secret = bytes.fromhex(obj["secret"])
-            seg_bits, density, shift = int(obj["seg_bits"]), int(obj["density"]), int(obj["fp32_shift"])
+            seg_bits, shift = int(obj["seg_bits"]), int(obj["fp32_shift"])
         except (KeyError, ValueError, TypeError) as exc:
             raise TraceKeyError(f"{p}: trace key field missing or malformed ({exc})") from None
-        if len(secret) < SECRET_BYTES or seg_bits != SEG_BITS or not 1 <= density <= 65536 or not 0 <= shift <= 20:
+        if len(secret) < SECRET_BYTES or seg_bits != SEG_BITS or not 0 <= shift <= 20:
             raise TraceKeyError(
                 f"{p}: trace key parameters out of range (secret {len(secret) * 8} bits, seg_bits {seg_bits}, "
-                f"density {density}, fp32_shift {shift})"
+                f"fp32_shift {shift})"
             )
-        return cls(secret, seg_bits, density, shift, p)
+        return cls(secret, seg_bits, shift, p)
 
     # ---- derivations ----------------------------------------------------------------------------
     @property
@@ -163,8 +160,8 @@ class TraceKey:
         return out
 
     def code(self, licensee: str, name: str, offset: int = 0) -> TensorCode:
-        return TensorCode(self.tensor_keys(name), self.symbols(licensee), self.density, self.fp32_shift, offset)
+        return TensorCode(self.tensor_keys(name), self.symbols(licensee), self.fp32_shift, offset)
 
     def scoring_code(self, name: str, offset: int = 0) -> TensorCode:
         """The tensor's code without a licensee (trace scores all 16 patterns per segment)."""
-        return TensorCode(self.tensor_keys(name), bytes(self.segments), self.density, self.fp32_shift, offset)
+        return TensorCode(self.tensor_keys(name), bytes(self.segments), self.fp32_shift, offset)

@@ -4,15 +4,19 @@ Everything is a function of (tensor keys k1, k2, k3; the licensee's symbols; the
 its tensor), never of shard layout, chunking or threads. uint32 arithmetic (wrapping) throughout:
 
     fmix32(x):  x ^= x >> 16; x *= 0x85EBCA6B; x ^= x >> 13; x *= 0xC2B2AE35; x ^= x >> 16
-    element i (64-bit), lo = i mod 2^32, hi = i >> 32:
-        h    = fmix32(fmix32(lo ^ k1) ^ (k2 + hi * 0x9E3779B1))
-        blk  = i >> 12                                   (blocks of 4096 elements; i < 2^44)
-        seg  = fmix32(fmix32(blk ^ k3) ^ k2) >> (32 - seg_bits)      (one of S = 2^seg_bits segments)
-        m    = symbols[seg]                               (the licensee's pattern there, 0..15)
-        c    = 0 if (h >> 16) >= density  else  (+1 if bit m of h is set else -1)
+    element i (64-bit, i < 2^44); its group of four q = i >> 2, lo = q mod 2^32, hi = q >> 32:
+        h    = fmix32(fmix32(lo ^ k1) ^ (k2 + hi * 0x9E3779B1))   (one hash serves 4 elements)
+        b    = (h >> (8 * (i & 3))) & 31                        (the element's 5 random bits)
+        blk  = i >> 12                                          (blocks of 4096 elements)
+        seg  = fmix32(fmix32(blk ^ k3) ^ k2) >> (32 - seg_bits) (one of S = 2^seg_bits segments)
+        m    = symbols[seg]                                     (the licensee's pattern there, 0..15)
+        c    = +1 if parity(b & (2m + 1)) else -1
+The 16 patterns are the parities of b under the masks 2p + 1: each is balanced (its mask is not 0)
+and any two are uncorrelated (their masks differ, so their product is the parity of b under a
+non-zero mask: a fair coin). Five random bits per element carry all 16 patterns.
 
 The move, on the stamped output's stored bits x (after its one rounding), in the output's format:
-    mag = x & magmask;  if c != 0 and step < mag < inf - step:  x = x + c * step
+    mag = x & magmask;  if step < mag < inf - step:  x = x + c * step
     (float32: magmask 0x7FFFFFFF, inf 0x7F800000, step 2^fp32_shift; bfloat16: 0x7FFF, 0x7F80, 1;
      float16: 0x7FFF, 0x7C00, 1). +1 moves away from zero, -1 towards it; zeros, tiny values, Inf and
     NaN never move, and a move never crosses zero or reaches Inf. bf16/fp16 move by one ulp; fp32 by
@@ -20,8 +24,8 @@ The move, on the stamped output's stored bits x (after its one rounding), in the
 
 The trace sums over a suspect s and the reference r it was made from (r's format gives the step):
     u = |value(mag_r + step) - value(mag_r)|   (the move's size at r)
-    w = (f32(s) - f32(r)) * sign(r) * u        for coded elements (c != 0) whose r is eligible, else 0
-    W[seg] += w,  Q[seg] += w^2,  U[seg] += u^2 (coded, eligible),  A[seg, p] += w * bit p of h
+    w = (f32(s) - f32(r)) * sign(r) * u        for elements whose r is eligible to move, else 0
+    W[seg] += w,  Q[seg] += w^2,  U[seg] += u^2,  A[seg, p] += w * parity(b & (2p + 1))
     (p = 0..15: all patterns at once)
 A pattern's score in a segment is (2 A - W) / sqrt(Q), the correlation of the suspect's moves with it.
 """
@@ -59,15 +63,29 @@ def fmix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def element_hash(idx: torch.Tensor, keys: tuple[int, int, int]) -> torch.Tensor:
+def group_hash(idx: torch.Tensor, keys: tuple[int, int, int]) -> torch.Tensor:
+    """h of each element's group of four (module doc)."""
     k1, k2, _ = keys
-    lo, hi = idx & MASK32, idx >> 32
+    q = idx >> 2
+    lo, hi = q & MASK32, q >> 32
     return fmix32(fmix32(lo ^ k1) ^ ((k2 + hi * GOLDEN) & MASK32))
+
+
+def element_bits(idx: torch.Tensor, keys: tuple[int, int, int]) -> torch.Tensor:
+    """b: each element's 5 random bits."""
+    return (group_hash(idx, keys) >> (8 * (idx & 3))) & 31
 
 
 def segment_of(idx: torch.Tensor, keys: tuple[int, int, int], seg_bits: int) -> torch.Tensor:
     _, k2, k3 = keys
     return fmix32(fmix32((idx >> BLOCK_BITS) ^ k3) ^ k2) >> (32 - seg_bits)
+
+
+def parity(x: torch.Tensor) -> torch.Tensor:
+    """Parity of the low 5 bits."""
+    x = x ^ (x >> 4)
+    x = x ^ (x >> 2)
+    return (x ^ (x >> 1)) & 1
 
 
 def _index(n: int, offset: int, device: torch.device) -> torch.Tensor:
@@ -77,13 +95,12 @@ def _index(n: int, offset: int, device: torch.device) -> torch.Tensor:
 
 
 def code_signs(n: int, code: TensorCode, device: torch.device | str = "cpu") -> torch.Tensor:
-    """c for elements offset .. offset+n-1: int64 tensor of -1, 0, +1."""
+    """c for elements offset .. offset+n-1: int64 tensor of -1 and +1."""
     idx = _index(n, code.offset, torch.device(device))
-    h = element_hash(idx, code.keys)
+    b = element_bits(idx, code.keys)
     sym = torch.tensor(list(code.symbols), dtype=torch.int64, device=idx.device)
     m = sym[segment_of(idx, code.keys, code.seg_bits)]
-    c = ((h >> m) & 1) * 2 - 1
-    return torch.where((h >> 16) < code.density, c, torch.zeros_like(c))
+    return parity(b & (2 * m + 1)) * 2 - 1
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -103,7 +120,7 @@ def _from_bits(bits: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def move_bits(bits: torch.Tensor, c: torch.Tensor, dtype: torch.dtype, step: int) -> torch.Tensor:
     magmask, inf, _ = FORMATS[dtype]
     mag = bits & magmask
-    ok = (c != 0) & (mag > step) & (mag < inf - step)
+    ok = (mag > step) & (mag < inf - step)
     return torch.where(ok, bits + c * step, bits)
 
 
@@ -163,22 +180,20 @@ def trace_sums_reference(
     suspect: torch.Tensor, ref: torch.Tensor, code: TensorCode
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(A [S, 16], W [S], Q [S], U [S]) float64 over the elements of one tensor chunk (module doc). The
-    code's symbols are not used (every pattern is scored); its keys, density and fp32_shift are."""
+    code's symbols are not used (every pattern is scored); its keys and fp32_shift are."""
     n = ref.numel()
     S = 1 << code.seg_bits
     idx = _index(n, code.offset, ref.device)
-    h = element_hash(idx, code.keys)
+    b = element_bits(idx, code.keys)
     seg = segment_of(idx, code.keys, code.seg_bits)
     u = move_size(ref, code.step(ref.dtype))
-    coded = (h >> 16) < code.density
     r32 = ref.reshape(-1).to(torch.float32)
     d = suspect.reshape(-1).to(torch.float32) - r32
-    u = torch.where(coded, u, torch.zeros_like(u))
     w = (d * torch.sign(r32) * u).double()
     W = torch.zeros(S, dtype=torch.float64, device=ref.device).index_add_(0, seg, w)
     Q = torch.zeros(S, dtype=torch.float64, device=ref.device).index_add_(0, seg, w * w)
     U = torch.zeros(S, dtype=torch.float64, device=ref.device).index_add_(0, seg, u.double() ** 2)
     A = torch.zeros(S * PATTERNS, dtype=torch.float64, device=ref.device)
     for p in range(PATTERNS):
-        A.index_add_(0, seg * PATTERNS + p, w * ((h >> p) & 1).double())
+        A.index_add_(0, seg * PATTERNS + p, w * parity(b & (2 * p + 1)).double())
     return A.view(S, PATTERNS), W, Q, U

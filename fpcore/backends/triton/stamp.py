@@ -149,7 +149,7 @@ def _fmix32(x):
 # fmt: off
 @triton.jit
 def _stamp_code_kernel(out, base, v0, v1, v2, v3, v4, v5, v6, v7, a0, a1, a2, a3, a4, a5, a6, a7, n,
-                       symbols, k1, k2, k3, density, step, offset,
+                       symbols, k1, k2, k3, step, offset,
                        SEG_BITS: tl.constexpr, OUT_T: tl.constexpr, NVEC: tl.constexpr, BLOCK: tl.constexpr):
     """_stamp_kernel, then the licensee code's move on each rounded element (fpcore/backends/reference/
     code.py): the element's hash from its index in the tensor (offset + position), uint32 arithmetic.
@@ -190,17 +190,23 @@ def _stamp_code_kernel(out, base, v0, v1, v2, v3, v4, v5, v6, v7, a0, a1, a2, a3
         magmask = 0x7FFFFFFF
         inf = 0x7F800000
     idx = offset + start + lane
-    lo = (idx & 0xFFFFFFFF).to(tl.uint32)
-    hi = (idx >> 32).to(tl.uint32)
+    q = idx >> 2
+    lo = (q & 0xFFFFFFFF).to(tl.uint32)
+    hi = (q >> 32).to(tl.uint32)
     k2u = k2.to(tl.uint32)
     h = _fmix32(_fmix32(lo ^ k1.to(tl.uint32)) ^ (k2u + hi * 0x9E3779B1))
+    b = (h >> ((idx & 3) * 8).to(tl.uint32)) & 31
     blk = (idx >> 12).to(tl.uint32)
     seg = _fmix32(_fmix32(blk ^ k3.to(tl.uint32)) ^ k2u) >> (32 - SEG_BITS)
     m = tl.load(symbols + seg.to(tl.int32), mask=mask, other=0).to(tl.uint32)
+    x = b & (2 * m + 1)
+    x = x ^ (x >> 4)
+    x = x ^ (x >> 2)
+    x = x ^ (x >> 1)
+    up = (x & 1) == 1
     stepu = step.to(tl.uint32)
     mag = bits & magmask
-    ok = ((h >> 16) < density.to(tl.uint32)) & (mag > stepu) & (mag < inf - stepu)
-    up = ((h >> m) & 1) == 1
+    ok = (mag > stepu) & (mag < inf - stepu)
     bits = tl.where(ok & up, bits + stepu, tl.where(ok & (~up), bits - stepu, bits))
     if OUT_T == 1:
         tl.store(out + start + lane, bits.to(tl.int16), mask=mask)
@@ -239,7 +245,6 @@ def stamp_triton(
             n,
             sym,
             *code.keys,
-            code.density,
             code.step(out.dtype),
             code.offset,
             SEG_BITS=code.seg_bits,
