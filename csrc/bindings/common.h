@@ -78,7 +78,8 @@ inline CodeParams to_code(const std::string& op, const std::string& what, const 
     c.k3 = u32(2, "k3");
     store = t[3].cast<std::string>();
     c.seg_bits = t[4].cast<int>();
-    if (c.seg_bits < 1 || c.seg_bits > 16) fail(op, what + ": seg_bits must be 1..16, got " + std::to_string(c.seg_bits));
+    if (c.seg_bits < 1 || c.seg_bits > 16)
+        fail(op, what + ": seg_bits must be 1..16, got " + std::to_string(c.seg_bits));
     c.fp32_step = u32(5, "fp32_step");
     if (c.fp32_step == 0 || (c.fp32_step & (c.fp32_step - 1)) != 0 || c.fp32_step > (1u << 20)) {
         fail(op, what + ": fp32_step must be a power of two up to 2^20, got " + std::to_string(c.fp32_step));

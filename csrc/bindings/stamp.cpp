@@ -36,8 +36,8 @@ void stamp_many(const std::vector<uintptr_t>& out_ptrs, const std::vector<int32_
     }
     const size_t min_vec = all_coded ? 0 : 1;
     if (nvec < min_vec || nvec > static_cast<size_t>(kernels::kMaxVectors)) {
-        fail(op, "takes " + std::to_string(min_vec) + " to " + std::to_string(kernels::kMaxVectors) +
-                     " vectors, got " + std::to_string(nvec));
+        fail(op, "takes " + std::to_string(min_vec) + " to " + std::to_string(kernels::kMaxVectors) + " vectors, got " +
+                     std::to_string(nvec));
     }
     expect_len(op, "out pointers", out_ptrs, ntasks);
     expect_len(op, "out dtypes", out_dtypes, ntasks);

@@ -354,23 +354,46 @@ struct Avx2 {
 // than the plain path: the code comes from the element index and the task's keys. One hash serves four
 // elements, so the SIMD paths hash a window of 16 (8) groups at once and permute each lane's hash in.
 
-constexpr uint32_t kPatternLut[kPatterns] = {
-    pattern_lut(0), pattern_lut(1), pattern_lut(2),  pattern_lut(3),  pattern_lut(4),  pattern_lut(5),
-    pattern_lut(6), pattern_lut(7), pattern_lut(8),  pattern_lut(9),  pattern_lut(10), pattern_lut(11),
-    pattern_lut(12), pattern_lut(13), pattern_lut(14), pattern_lut(15)};
+constexpr uint32_t kPatternLut[kPatterns] = {pattern_lut(0),  pattern_lut(1),  pattern_lut(2),  pattern_lut(3),
+                                             pattern_lut(4),  pattern_lut(5),  pattern_lut(6),  pattern_lut(7),
+                                             pattern_lut(8),  pattern_lut(9),  pattern_lut(10), pattern_lut(11),
+                                             pattern_lut(12), pattern_lut(13), pattern_lut(14), pattern_lut(15)};
+
+// For 16-bit outputs (step 1): per pattern m, the move of an element with bits b as an int16 (+1 or -1).
+struct DeltaTable {
+    alignas(64) int16_t d[kPatterns][32];
+    constexpr DeltaTable() : d() {
+        for (uint32_t m = 0; m < static_cast<uint32_t>(kPatterns); ++m) {
+            for (uint32_t b = 0; b < 32; ++b) d[m][b] = ((pattern_lut(m) >> b) & 1u) ? 1 : -1;
+        }
+    }
+};
+constexpr DeltaTable kDelta16{};
+
+// The same moves as int8, for the AVX2 path's byte shuffles.
+struct DeltaTable8 {
+    alignas(32) int8_t d[kPatterns][32];
+    constexpr DeltaTable8() : d() {
+        for (uint32_t m = 0; m < static_cast<uint32_t>(kPatterns); ++m) {
+            for (uint32_t b = 0; b < 32; ++b) d[m][b] = ((pattern_lut(m) >> b) & 1u) ? 1 : -1;
+        }
+    }
+};
+constexpr DeltaTable8 kDelta8{};
 
 // The licensee's pattern table (pattern_lut of its symbol) for the block holding element idx,
 // recomputed only when the block changes.
 struct BlockLut {
     int64_t blk = -1;
-    uint32_t lut = 0;
-    uint32_t get(const CodeParams& c, int64_t idx) {
+    uint32_t m = 0;
+    uint32_t symbol(const CodeParams& c, int64_t idx) {
         if ((idx >> kCodeBlockBits) != blk) {
             blk = idx >> kCodeBlockBits;
-            lut = kPatternLut[c.symbols[code_segment(c, idx)] & 15u];
+            m = c.symbols[code_segment(c, idx)] & 15u;
         }
-        return lut;
+        return m;
     }
+    uint32_t get(const CodeParams& c, int64_t idx) { return kPatternLut[symbol(c, idx)]; }
 };
 
 inline bool straddles_block(int64_t idx0, int64_t count) {
@@ -404,7 +427,7 @@ FPCORE_TARGET_AVX512 inline __m512i fmix512(__m512i x) {
 
 // Hashes of groups q0 .. q0+15, and the elements they cover: [4 q0, 4 q0 + 64).
 struct Window512 {
-    int64_t q0 = INT64_MIN / 2;  // no window yet: the first use computes one
+    int64_t q0 = INT64_MIN / 8;  // no window yet: the first use computes one
     __m512i h;
 };
 
@@ -441,9 +464,9 @@ FPCORE_TARGET_AVX512 inline __m512i code16(__m512i x, const CodeParams& c, const
     if ((idx0 >> 2) < w.q0 || ((idx0 + 15) >> 2) >= w.q0 + 16) window512(c, idx0 >> 2, w);
     const __m512i pos = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(idx0 - 4 * w.q0)), iota);  // 0..63
     const __m512i hv = _mm512_permutexvar_epi32(_mm512_srli_epi32(pos, 2), w.h);
-    const __m512i shift = _mm512_slli_epi32(_mm512_and_si512(_mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(idx0 & 3)), iota),
-                                                             _mm512_set1_epi32(3)),
-                                            3);
+    const __m512i shift = _mm512_slli_epi32(
+        _mm512_and_si512(_mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(idx0 & 3)), iota), _mm512_set1_epi32(3)),
+        3);
     const __m512i bits = _mm512_and_si512(_mm512_srlv_epi32(hv, shift), _mm512_set1_epi32(31));
     __m512i lut;
     if (!straddles_block(idx0, 16)) {
@@ -502,6 +525,41 @@ FPCORE_TARGET_AVX512 inline void part512_code(const StampTask& s, const __m512* 
     }
 }
 
+// 32 elements at i of a 16-bit output, element index idx0 = offset + i a multiple of 4 and the 32 within
+// one block: the 32 stored values as 16-bit lanes, each element's 5 bits straight from the bytes of the
+// window's hashes (byte k of the hashes is element 4 q0 + k's), its move from the pattern's delta table.
+template <int OT, int BT, int VT, int NV, bool Stream>
+FPCORE_TARGET_AVX512 inline void step512_code16(const StampTask& s, const __m512* a, int nvec, Window512& w,
+                                                const int16_t* delta, int64_t i, int64_t idx0) {
+    const __m512 lo = combine16<BT, VT, NV, false>(s, a, nvec, i, 16);
+    const __m512 hi = combine16<BT, VT, NV, false>(s, a, nvec, i + 16, 16);
+    __m512i r;
+    if (pick_t(OT, s.out_t) == DType::BF16) {
+        const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27,
+                                             25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+        r = _mm512_permutex2var_epi16(bf16_hi16(lo), odd, bf16_hi16(hi));
+    } else {
+        r = _mm512_inserti64x4(_mm512_castsi256_si512(to_f16_16(lo)), to_f16_16(hi), 1);
+    }
+    if (idx0 != 4 * w.q0 && idx0 != 4 * w.q0 + 32) window512(*s.code, idx0 >> 2, w);
+    const __m256i bytes =
+        idx0 == 4 * w.q0 ? _mm512_castsi512_si256(w.h) : _mm512_extracti64x4_epi64(w.h, 1);  // idx0 - 4 q0: 0 or 32
+    const __m512i bits = _mm512_and_si512(_mm512_cvtepu8_epi16(bytes), _mm512_set1_epi16(31));
+    const __m512i d = _mm512_permutexvar_epi16(bits, _mm512_load_si512(delta));
+    const __m512i mag = _mm512_and_si512(r, _mm512_set1_epi16(0x7FFF));
+    const int16_t inf = pick_t(OT, s.out_t) == DType::BF16 ? 0x7F80 : 0x7C00;
+    // 1 < mag < inf - 1  <=>  mag - 2 < inf - 3 (unsigned 16-bit)
+    const __mmask32 ok =
+        _mm512_cmplt_epu16_mask(_mm512_sub_epi16(mag, _mm512_set1_epi16(2)), _mm512_set1_epi16(inf - 3));
+    r = _mm512_mask_add_epi16(r, ok, r, d);
+    uint16_t* p = static_cast<uint16_t*>(s.out) + i;
+    if (Stream) {
+        _mm512_stream_si512(reinterpret_cast<__m512i*>(p), r);
+    } else {
+        _mm512_storeu_si512(p, r);
+    }
+}
+
 template <int OT, int BT, int VT, int NV, bool Stream>
 FPCORE_TARGET_AVX512 void range512_code(const StampTask& s, const float* alphas, int nvec, int64_t b, int64_t e) {
     const int nv = NV == kAny ? nvec : NV;
@@ -517,6 +575,19 @@ FPCORE_TARGET_AVX512 void range512_code(const StampTask& s, const float* alphas,
         const int64_t head = std::min<int64_t>(static_cast<int64_t>((64 - addr % 64) % 64) / osize, e - i);
         part512_code<OT, BT, VT, NV>(s, a, nvec, f, bl, w, i, head);
         i += head;
+    }
+    const int64_t off = s.code->offset;
+    if (pick_t(OT, s.out_t) != DType::F32 && (off + i) % 4 == 0) {  // the 16-bit fast path: 32 per step
+        for (; i + 32 <= e; i += 32) {
+            const int64_t idx0 = off + i;
+            prefetch_inputs<BT, VT>(s, nv, i, 32);
+            if (!straddles_block(idx0, 32)) {
+                const int16_t* delta = kDelta16.d[bl.symbol(*s.code, idx0)];
+                step512_code16<OT, BT, VT, NV, Stream>(s, a, nvec, w, delta, i, idx0);
+            } else {
+                part512_code<OT, BT, VT, NV>(s, a, nvec, f, bl, w, i, 32);
+            }
+        }
     }
     for (; i + 16 <= e; i += 16) {
         prefetch_inputs<BT, VT>(s, nv, i, 16);
@@ -534,6 +605,20 @@ FPCORE_TARGET_AVX2 inline __m256i fmix256(__m256i x) {
     x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 13));
     x = _mm256_mullo_epi32(x, _mm256_set1_epi32(static_cast<int>(0xC2B2AE35u)));
     return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+}
+
+// Hashes of groups q0 .. q0+7 (elements [4 q0, 4 q0 + 32)).
+FPCORE_TARGET_AVX2 inline __m256i window256(const CodeParams& c, int64_t q0) {
+    const uint64_t u = static_cast<uint64_t>(q0);
+    if ((u >> 32) == ((u + 7) >> 32)) {
+        const __m256i lo = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(u))),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        const __m256i k2h = _mm256_set1_epi32(static_cast<int>(c.k2 + static_cast<uint32_t>(u >> 32) * kGolden));
+        return fmix256(_mm256_xor_si256(fmix256(_mm256_xor_si256(lo, _mm256_set1_epi32(static_cast<int>(c.k1)))), k2h));
+    }
+    alignas(32) uint32_t h[8];
+    for (int l = 0; l < 8; ++l) h[l] = group_hash(c, q0 + l);
+    return _mm256_load_si256(reinterpret_cast<const __m256i*>(h));
 }
 
 template <int OT, int BT, int VT, int NV, bool Stream>
@@ -559,9 +644,56 @@ FPCORE_TARGET_AVX2 void range256_code(const StampTask& s, const float* alphas, i
     const __m256i negstep = _mm256_set1_epi32(-static_cast<int>(f.step));
     const __m256i magmask = _mm256_set1_epi32(static_cast<int>(f.magmask));
     const __m256i top = _mm256_set1_epi32(static_cast<int>(f.inf - f.step));
-    const __m256i k1 = _mm256_set1_epi32(static_cast<int>(c.k1));
-    int64_t q0 = INT64_MIN / 2;  // window: hashes of groups q0 .. q0+7 (elements [4 q0, 4 q0 + 32)); none yet
+    int64_t q0 = INT64_MIN / 8;  // window: hashes of groups q0 .. q0+7 (elements [4 q0, 4 q0 + 32)); none yet
     __m256i wh = _mm256_setzero_si256();
+    if (ot != DType::F32 && (c.offset + i) % 4 == 0) {
+        // 16-bit outputs, 16 per step: each element's 5 bits are byte k of the window's hashes, its move
+        // comes from the pattern's int8 table by two byte shuffles (bits 0-3) and a blend (bit 4).
+        const __m128i low4 = _mm_set1_epi8(15);
+        const __m128i bit4 = _mm_set1_epi8(16);
+        const __m256i mag16 = _mm256_set1_epi16(0x7FFF);
+        const __m256i one16 = _mm256_set1_epi16(1);
+        const __m256i top16 = _mm256_set1_epi16(static_cast<int16_t>(f.inf - 1));
+        for (; i + 16 <= e; i += 16) {
+            const int64_t idx0 = c.offset + i;
+            if (straddles_block(idx0, 16)) {
+                range_scalar_code(s, alphas, nvec, i, i + 16);
+                continue;
+            }
+            prefetch_inputs<BT, VT>(s, nv, i, 16);
+            const __m256 lo = combine8<BT, VT, NV>(s, a, nvec, i);
+            const __m256 hi = combine8<BT, VT, NV>(s, a, nvec, i + 8);
+            __m256i r;
+            if (ot == DType::BF16) {
+                const __m256i w2 =
+                    _mm256_packus_epi32(_mm256_srli_epi32(bf16_hi16_8(lo), 16), _mm256_srli_epi32(bf16_hi16_8(hi), 16));
+                r = _mm256_permute4x64_epi64(w2, 0xD8);
+            } else {
+                r = _mm256_set_m128i(_mm256_cvtps_ph(hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                     _mm256_cvtps_ph(lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            }
+            if (idx0 != 4 * q0 && idx0 != 4 * q0 + 16) {
+                q0 = idx0 >> 2;
+                wh = window256(c, q0);
+            }
+            const __m128i bytes = idx0 == 4 * q0 ? _mm256_castsi256_si128(wh) : _mm256_extracti128_si256(wh, 1);
+            const int8_t* t = kDelta8.d[bl.symbol(c, idx0)];
+            const __m128i idx4 = _mm_and_si128(bytes, low4);
+            const __m128i d_lo = _mm_shuffle_epi8(_mm_load_si128(reinterpret_cast<const __m128i*>(t)), idx4);
+            const __m128i d_hi = _mm_shuffle_epi8(_mm_load_si128(reinterpret_cast<const __m128i*>(t + 16)), idx4);
+            const __m128i d8 = _mm_blendv_epi8(d_lo, d_hi, _mm_cmpeq_epi8(_mm_and_si128(bytes, bit4), bit4));
+            const __m256i d = _mm256_cvtepi8_epi16(d8);
+            const __m256i mag = _mm256_and_si256(r, mag16);
+            const __m256i ok = _mm256_and_si256(_mm256_cmpgt_epi16(mag, one16), _mm256_cmpgt_epi16(top16, mag));
+            r = _mm256_add_epi16(r, _mm256_and_si256(ok, d));
+            __m256i* p = reinterpret_cast<__m256i*>(static_cast<uint16_t*>(s.out) + i);
+            if (Stream) {
+                _mm256_stream_si256(p, r);
+            } else {
+                _mm256_storeu_si256(p, r);
+            }
+        }
+    }
     for (; i + 8 <= e; i += 8) {
         const int64_t idx0 = c.offset + i;
         const uint64_t qa = static_cast<uint64_t>(idx0 >> 2);
@@ -571,10 +703,7 @@ FPCORE_TARGET_AVX2 void range256_code(const StampTask& s, const float* alphas, i
         }
         if ((idx0 >> 2) < q0 || ((idx0 + 7) >> 2) >= q0 + 8) {
             q0 = idx0 >> 2;
-            const uint64_t u = static_cast<uint64_t>(q0);
-            const __m256i lo = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(u))), iota);
-            const __m256i k2h = _mm256_set1_epi32(static_cast<int>(c.k2 + static_cast<uint32_t>(u >> 32) * kGolden));
-            wh = fmix256(_mm256_xor_si256(fmix256(_mm256_xor_si256(lo, k1)), k2h));
+            wh = window256(c, q0);
         }
         prefetch_inputs<BT, VT>(s, nv, i, 8);
         const __m256 acc = combine8<BT, VT, NV>(s, a, nvec, i);

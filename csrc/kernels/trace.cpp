@@ -68,8 +68,8 @@ void block_sums(const void* s, DType st, const void* r, DType rt, const CodePara
 
 }  // namespace
 
-void trace_sums(const void* s, DType st, const void* r, DType rt, int64_t n, const CodeParams& c, double* A,
-                double* W, double* Q, double* U) {
+void trace_sums(const void* s, DType st, const void* r, DType rt, int64_t n, const CodeParams& c, double* A, double* W,
+                double* Q, double* U) {
     if (n <= 0) return;
     const int S = 1 << c.seg_bits;
     const CodeFormat f = code_format(rt, c.fp32_step);

@@ -159,8 +159,6 @@ def test_code_alone_on_a_strided_output_follows_row_major_order():
 
 def test_trace_sums_match_the_spec(backend):
     name, device = backend
-    if name == "triton":
-        pytest.skip("trace_sums runs on the CPU (cpu or reference backend)")
     n = 50_000
     g = torch.Generator().manual_seed(3)
     for dtype in (torch.float32, torch.bfloat16):
@@ -169,9 +167,12 @@ def test_trace_sums_match_the_spec(backend):
         stamped = fpcore.stamp(ref, [], code=code)
         suspect = (stamped.float() + torch.randn(n, generator=g) * 1e-4).to(torch.float16)
         want = trace_sums_reference(suspect, ref, code)
-        got = trace_sums(suspect, ref, code)
+        got = trace_sums(suspect.to(device), ref.to(device), code)
+        rtol = 1e-9 if name != "triton" else 1e-4  # triton: fp32 sums within a block
         for a, b in zip(got, want, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-300)
+            torch.testing.assert_close(
+                a.cpu(), b, rtol=rtol, atol=1e-6 * float(b.abs().max()) if name == "triton" else 1e-300
+            )
 
 
 def test_trace_sums_pick_out_the_licensees_pattern():

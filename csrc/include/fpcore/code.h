@@ -14,11 +14,11 @@
 namespace fpcore {
 
 struct CodeParams {
-    uint32_t k1, k2, k3;       // the tensor's keys
-    const uint8_t* symbols;    // 1 << seg_bits patterns (0..15); unused by the trace kernel
-    int seg_bits;              // 1..16
-    uint32_t fp32_step;        // float32 outputs move by this many ulps (a power of two)
-    int64_t offset;            // the element index (in its tensor) of the task's first element
+    uint32_t k1, k2, k3;     // the tensor's keys
+    const uint8_t* symbols;  // 1 << seg_bits patterns (0..15); unused by the trace kernel
+    int seg_bits;            // 1..16
+    uint32_t fp32_step;      // float32 outputs move by this many ulps (a power of two)
+    int64_t offset;          // the element index (in its tensor) of the task's first element
 };
 
 constexpr int kCodeBlockBits = 12;

@@ -37,8 +37,8 @@ void stamp_many(const StampTask* tasks, int64_t ntasks, const float* alphas, int
 // (S = 1 << c.seg_bits; c.symbols unused). Per element w is formed in fp32 exactly as the spec; sums
 // in fp64 per block of 4096 elements, blocks summed per thread, threads in order (so the last bits
 // may differ between thread counts; the reference is matched to ~1e-12 relative).
-void trace_sums(const void* s, DType st, const void* r, DType rt, int64_t n, const CodeParams& c, double* A,
-                double* W, double* Q, double* U);
+void trace_sums(const void* s, DType st, const void* r, DType rt, int64_t n, const CodeParams& c, double* A, double* W,
+                double* Q, double* U);
 
 // A contiguous run of n elements of one dtype: one tensor of a (possibly multi-tensor) vector.
 struct Span {

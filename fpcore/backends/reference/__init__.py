@@ -7,6 +7,7 @@ from .pair_stats import (
     trajectory_consecutive_reference,
     triple_stats_reference,
 )
+from .stamp import stamp_multi_reference, stamp_reference  # noqa: F401  (the plain twins, for tests)
 
 OPS = {
     "stamp": stamp_code_reference,

@@ -19,7 +19,7 @@ import torch
 
 Vector = Sequence[torch.Tensor]
 
-_KERNEL_MODULES = (f"{__name__}.stamp", f"{__name__}.pair_stats")
+_KERNEL_MODULES = (f"{__name__}.stamp", f"{__name__}.pair_stats", f"{__name__}.trace")
 
 
 def _triton_import_error() -> str | None:
@@ -117,7 +117,15 @@ def triple_stats_triton(xs: Vector, ys: Vector, zs: Vector) -> tuple[float, floa
     return impl(xs, ys, zs)
 
 
+def trace_sums_triton(suspect: torch.Tensor, ref: torch.Tensor, code: object) -> tuple[torch.Tensor, ...]:
+    """(A [S, 16], W, Q, U) float64: the licensee code's trace sums (fpcore/backends/reference/code.py)."""
+    from .trace import trace_sums_triton as impl
+
+    return impl(suspect, ref, code)
+
+
 OPS = {
+    "trace_sums": trace_sums_triton,
     "stamp": stamp_triton,
     "stamp_multi": stamp_multi_triton,
     "pair_stats": pair_stats_triton,
