@@ -359,27 +359,19 @@ constexpr uint32_t kPatternLut[kPatterns] = {pattern_lut(0),  pattern_lut(1),  p
                                              pattern_lut(8),  pattern_lut(9),  pattern_lut(10), pattern_lut(11),
                                              pattern_lut(12), pattern_lut(13), pattern_lut(14), pattern_lut(15)};
 
-// For 16-bit outputs (step 1): per pattern m, the move of an element with bits b as an int16 (+1 or -1).
+// Per pattern m, the move of an element with bits b (+1 or -1, step 1): int16 for the AVX-512 path's
+// word permutes of 16-bit outputs, int8 for the AVX2 path's byte shuffles.
+template <typename T>
 struct DeltaTable {
-    alignas(64) int16_t d[kPatterns][32];
+    alignas(64) T d[kPatterns][32];
     constexpr DeltaTable() : d() {
         for (uint32_t m = 0; m < static_cast<uint32_t>(kPatterns); ++m) {
             for (uint32_t b = 0; b < 32; ++b) d[m][b] = ((pattern_lut(m) >> b) & 1u) ? 1 : -1;
         }
     }
 };
-constexpr DeltaTable kDelta16{};
-
-// The same moves as int8, for the AVX2 path's byte shuffles.
-struct DeltaTable8 {
-    alignas(32) int8_t d[kPatterns][32];
-    constexpr DeltaTable8() : d() {
-        for (uint32_t m = 0; m < static_cast<uint32_t>(kPatterns); ++m) {
-            for (uint32_t b = 0; b < 32; ++b) d[m][b] = ((pattern_lut(m) >> b) & 1u) ? 1 : -1;
-        }
-    }
-};
-constexpr DeltaTable8 kDelta8{};
+constexpr DeltaTable<int16_t> kDelta16{};
+constexpr DeltaTable<int8_t> kDelta8{};
 
 // The licensee's pattern table (pattern_lut of its symbol) for the block holding element idx,
 // recomputed only when the block changes.

@@ -228,7 +228,19 @@ def test_averaged_copies_name_both_colluders(world, tmp_path):
 def test_unstamped_wrong_key_and_wrong_reference_name_nobody(world, tmp_path, capsys):
     other_key = TraceKey.generate().save(tmp_path / "other.key")
     other_ref = make(tmp_path / "other", seed=5)
+    c = Checkpoint(world["acme"])
+    perm = tmp_path / "permuted"  # the licensee's copy with every matrix's rows reordered: noise, not a name
+    perm.mkdir()
+    g = torch.Generator().manual_seed(1)
+    write_safetensors(
+        perm / "model.safetensors",
+        {
+            n: c.get(n)[torch.randperm(c.get(n).shape[0], generator=g)] if c.get(n).dim() == 2 else c.get(n)
+            for n, _ in c.items()
+        },
+    )
     cases = [
+        (perm, world["ref"], world["key"]),
         (world["ref"], world["ref"], world["key"]),  # unstamped
         (make(tmp_path / "drifted", seed=9), world["ref"], world["key"]),  # an unrelated model
         (world["acme"], world["ref"], other_key),

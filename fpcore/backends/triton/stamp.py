@@ -38,9 +38,9 @@ def _axpy(acc, ptrs, alpha, mask, MASKED: tl.constexpr):
 
 # fmt: off
 @triton.jit
-def _stamp_tile(out, base, v0, v1, v2, v3, v4, v5, v6, v7, a0, a1, a2, a3, a4, a5, a6, a7, lane, mask,
-                NVEC: tl.constexpr, MASKED: tl.constexpr):
-    """out[lane] = round(f32(base[lane]) + a0 * f32(v0[lane]) + ...), pointers already at the tile."""
+def _combine(base, v0, v1, v2, v3, v4, v5, v6, v7, a0, a1, a2, a3, a4, a5, a6, a7, lane, mask,
+             NVEC: tl.constexpr, MASKED: tl.constexpr):
+    """f32(base[lane]) + a0 * f32(v0[lane]) + ... (each multiply and add rounded), pointers at the tile."""
     acc = load_f32(base + lane, mask, MASKED)
     if NVEC > 0:
         acc = _axpy(acc, v0 + lane, a0, mask, MASKED)
@@ -58,6 +58,14 @@ def _stamp_tile(out, base, v0, v1, v2, v3, v4, v5, v6, v7, a0, a1, a2, a3, a4, a
         acc = _axpy(acc, v6 + lane, a6, mask, MASKED)
     if NVEC > 7:
         acc = _axpy(acc, v7 + lane, a7, mask, MASKED)
+    return acc
+
+
+@triton.jit
+def _stamp_tile(out, base, v0, v1, v2, v3, v4, v5, v6, v7, a0, a1, a2, a3, a4, a5, a6, a7, lane, mask,
+                NVEC: tl.constexpr, MASKED: tl.constexpr):
+    """out[lane] = round(f32(base[lane]) + a0 * f32(v0[lane]) + ...), pointers already at the tile."""
+    acc = _combine(base, v0, v1, v2, v3, v4, v5, v6, v7, a0, a1, a2, a3, a4, a5, a6, a7, lane, mask, NVEC, MASKED)
     store_f32(out + lane, acc, mask, MASKED)
 # fmt: on
 
@@ -157,23 +165,8 @@ def _stamp_code_kernel(out, base, v0, v1, v2, v3, v4, v5, v6, v7, a0, a1, a2, a3
     start = tl.program_id(0).to(tl.int64) * BLOCK
     lane = tl.arange(0, BLOCK)
     mask = lane < n - start
-    acc = load_f32(base + start + lane, mask, True)
-    if NVEC > 0:
-        acc = _axpy(acc, v0 + start + lane, a0, mask, True)
-    if NVEC > 1:
-        acc = _axpy(acc, v1 + start + lane, a1, mask, True)
-    if NVEC > 2:
-        acc = _axpy(acc, v2 + start + lane, a2, mask, True)
-    if NVEC > 3:
-        acc = _axpy(acc, v3 + start + lane, a3, mask, True)
-    if NVEC > 4:
-        acc = _axpy(acc, v4 + start + lane, a4, mask, True)
-    if NVEC > 5:
-        acc = _axpy(acc, v5 + start + lane, a5, mask, True)
-    if NVEC > 6:
-        acc = _axpy(acc, v6 + start + lane, a6, mask, True)
-    if NVEC > 7:
-        acc = _axpy(acc, v7 + start + lane, a7, mask, True)
+    acc = _combine(base + start, v0 + start, v1 + start, v2 + start, v3 + start, v4 + start, v5 + start, v6 + start,
+                   v7 + start, a0, a1, a2, a3, a4, a5, a6, a7, lane, mask, NVEC, True)
     # the stored bits, as uint32
     if OUT_T == 1:
         b32 = acc.to(tl.uint32, bitcast=True)
