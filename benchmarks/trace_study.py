@@ -298,6 +298,37 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def bench_table(bench: dict) -> str:
+    """The README's cost table from `pytest benchmarks/bench_trace.py --benchmark-json`."""
+    by = {b["name"]: b for b in bench["benchmarks"]}
+    cpu = bench.get("machine_info", {}).get("cpu", {}).get("brand_raw", "")
+    lines = [
+        f"Measured by `pytest benchmarks/bench_trace.py` ({cpu}; docs/perf/trace_bench.json), each against its "
+        "plain twin in the same run:",
+        "",
+        "| what | coded | plain twin | ratio | floor |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for dt in ("bf16", "fp32"):
+        e = by[f"test_trace_stamp_in_memory_coded[{dt}]"]["extra_info"]
+        lines.append(
+            f"| in-memory stamp, {dt}, 256 MB operands | {e['gbps']:.1f} GB/s | {e['plain_gbps']:.1f} GB/s "
+            f"| {e['ratio_to_plain']:.2f} | >= 0.95 |"
+        )
+    e = by["test_trace_stamp_file_to_file_coded"]["extra_info"]
+    lines.append(
+        f"| file-to-file stamp, {e['params'] / 1e9:.1f}B bf16 | {e['coded_seconds']:.2f} s | {e['plain_seconds']:.2f} s "
+        f"| {e['ratio_to_plain']:.3f} | <= 1.05 |"
+    )
+    b = by["test_trace_million_candidates_against_detect"]
+    e = b["extra_info"]
+    lines.append(
+        f"| trace, {e['candidates']:,} candidates vs one detect pass, {e['params'] / 1e9:.1f}B | "
+        f"{b['stats']['median']:.1f} s | {e['detect_seconds']:.1f} s | {e['ratio_to_detect']:.2f} | <= 10 |"
+    )
+    return "\n".join(lines) + "\n"
+
+
 def _cpu() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -314,12 +345,15 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--candidates", type=int, default=CANDIDATES)
     ap.add_argument("--out", default=str(ROOT / "docs" / "trace" / "study.json"))
-    ap.add_argument("--update-readme", metavar="README", help="only rewrite the README's trace table from --out")
+    ap.add_argument("--update-readme", metavar="README", help="only rewrite the README's trace tables from --out")
+    ap.add_argument("--bench", default=str(ROOT / "docs" / "perf" / "trace_bench.json"), help="bench_trace JSON")
     a = ap.parse_args()
     if a.update_readme:
         from fpcore.bench_report import update_readme
 
         update_readme(a.update_readme, table(json.loads(Path(a.out).read_text())), "trace-study")
+        if Path(a.bench).is_file():
+            update_readme(a.update_readme, bench_table(json.loads(Path(a.bench).read_text())), "trace-bench")
         return
     r = run(Path(a.demo), [int(x) for x in a.seeds.split(",")], Path(a.out), a.candidates)
     print(json.dumps(r["summary"], indent=1))
