@@ -32,6 +32,7 @@ from fpcore.trace.key import TraceKey
 
 PARAMS = float(os.environ.get("FPCORE_BENCH_CKPT_PARAMS", "1.3e9"))
 ROUNDS = int(os.environ.get("FPCORE_BENCH_CKPT_ROUNDS", "3"))
+PAIRS = 9
 CANDIDATES = int(os.environ.get("FPCORE_BENCH_TRACE_CANDIDATES", str(10**6)))
 KEY = TraceKey(bytes(range(32)))
 _PLAIN: dict[str, float] = {}
@@ -54,8 +55,16 @@ def operands(request):
 def test_trace_stamp_in_memory_coded(benchmark, operands):
     dtype, base, tau, out = operands
     code = KEY.code("licensee-7", "model.layers.0.mlp.down_proj.weight")
-    plain = median_seconds(lambda: fpcore.stamp(base, tau, 1.0, out=out))
     benchmark(fpcore.stamp, base, tau, 1.0, out=out, code=code)
+    # the plain twin, in A/B pairs with the coded stamp (this machine's speed drifts between runs)
+    pairs = [
+        (
+            median_seconds(lambda: fpcore.stamp(base, tau, 1.0, out=out), reps=3, warmup=0),
+            median_seconds(lambda: fpcore.stamp(base, tau, 1.0, out=out, code=code), reps=3, warmup=0),
+        )
+        for _ in range(9)
+    ]
+    plain = statistics.median(p for p, _ in pairs)
     nbytes = 3 * base.numel() * base.element_size()
     record(
         benchmark,
@@ -66,6 +75,8 @@ def test_trace_stamp_in_memory_coded(benchmark, operands):
         impl="fpcore",
         plain_gbps=round(nbytes / plain / 1e9, 3),
         ratio_to_plain=round(plain / benchmark.stats.stats.median, 3),
+        pair_ratio_median=round(statistics.median(p / c for p, c in pairs), 3),
+        pairs=len(pairs),
     )
 
 
@@ -98,11 +109,12 @@ def test_trace_stamp_file_to_file_coded(benchmark, built):
     """Rounds alternate plain and coded stamps (A B A B ...), so both see the same machine."""
     _stamp(built, False)  # warm the page cache
     plain, coded = [], []
-    for _ in range(ROUNDS):
+    for _ in range(max(PAIRS, ROUNDS)):  # whole-file stamps are I/O bound and noisy (+-15 % per pair here)
         plain.append(_stamp(built, False))
         coded.append(_stamp(built, True))
     benchmark.pedantic(lambda: _stamp(built, True), rounds=1, warmup_rounds=0)
     med_plain, med_coded = statistics.median(plain), statistics.median(coded + [benchmark.stats.stats.median])
+    pair_ratio = statistics.median(c / p for c, p in zip(coded, plain, strict=True))
     record(
         benchmark,
         nbytes=_moved(built),
@@ -113,6 +125,8 @@ def test_trace_stamp_file_to_file_coded(benchmark, built):
         plain_seconds=round(med_plain, 4),
         coded_seconds=round(med_coded, 4),
         ratio_to_plain=round(med_coded / med_plain, 3),
+        pair_ratio_median=round(pair_ratio, 3),
+        pairs=len(plain),
     )
 
 

@@ -94,6 +94,17 @@ def test_stamp_bf16_bf16(benchmark, copy_gbps, gib_bf16):
 
 
 @pytest.mark.benchmark(group="gpu-stamp")
+def test_stamp_bf16_bf16_licensee_code(benchmark, copy_gbps, gib_bf16):
+    """stamp_triton with a licensee code (the code made in the kernel: no extra bytes), 1 GiB each."""
+    from fpcore.trace.key import TraceKey
+
+    b = gib_bf16
+    code = TraceKey(bytes(range(32))).code("licensee-7", "model.layers.0.mlp.down_proj.weight")
+    ratio = _record(benchmark, lambda: stamp_triton(b["out"], b["base"], [b["tau"]], [0.37], code), 3 * GIB, copy_gbps)
+    assert ratio >= STAMP_FLOOR, f"coded stamp bf16+bf16 at {ratio:.3f} of copy bandwidth (floor {STAMP_FLOOR})"
+
+
+@pytest.mark.benchmark(group="gpu-stamp")
 def test_stamp_bf16_f32tau(benchmark, copy_gbps, gib_bf16):
     """stamp_triton: bf16 out = bf16 base + 0.37 * fp32 tau (8 bytes per element)."""
     b = gib_bf16

@@ -409,7 +409,7 @@ void range_scalar_code(const StampTask& s, const float* alphas, int nvec, int64_
     }
 }
 
-FPCORE_TARGET_AVX512 inline __m512i fmix512(__m512i x) {
+FPCORE_TARGET_AVX512 __attribute__((always_inline)) inline __m512i fmix512(__m512i x) {
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32(static_cast<int>(0x85EBCA6Bu)));
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 13));
@@ -423,19 +423,24 @@ struct Window512 {
     __m512i h;
 };
 
-FPCORE_TARGET_AVX512 inline void window512(const CodeParams& c, int64_t q0, Window512& w) {
-    w.q0 = q0;
+// Hashes of groups q0 .. q0+15 (inlined: the fast paths below hash the next window while the current
+// one is used, so the multiply chain overlaps the loads and stores).
+FPCORE_TARGET_AVX512 __attribute__((always_inline)) inline __m512i hash_window512(const CodeParams& c, int64_t q0) {
     const uint64_t u = static_cast<uint64_t>(q0);
-    if ((u >> 32) == ((u + 15) >> 32)) {
+    if ((u >> 32) == ((u + 15) >> 32)) [[likely]] {
         const __m512i lo = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(u))),
                                             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
         const __m512i k2h = _mm512_set1_epi32(static_cast<int>(c.k2 + static_cast<uint32_t>(u >> 32) * kGolden));
-        w.h = fmix512(_mm512_xor_si512(fmix512(_mm512_xor_si512(lo, _mm512_set1_epi32(static_cast<int>(c.k1)))), k2h));
-    } else {  // the window straddles 2^32 groups
-        alignas(64) uint32_t h[16];
-        for (int l = 0; l < 16; ++l) h[l] = group_hash(c, q0 + l);
-        w.h = _mm512_load_si512(h);
+        return fmix512(_mm512_xor_si512(fmix512(_mm512_xor_si512(lo, _mm512_set1_epi32(static_cast<int>(c.k1)))), k2h));
     }
+    alignas(64) uint32_t h[16];  // the window straddles 2^32 groups
+    for (int l = 0; l < 16; ++l) h[l] = group_hash(c, q0 + l);
+    return _mm512_load_si512(h);
+}
+
+FPCORE_TARGET_AVX512 inline void window512(const CodeParams& c, int64_t q0, Window512& w) {
+    w.q0 = q0;
+    w.h = hash_window512(c, q0);
 }
 
 // Stored bits of 16 results as 32-bit lanes.
@@ -517,12 +522,13 @@ FPCORE_TARGET_AVX512 inline void part512_code(const StampTask& s, const __m512* 
     }
 }
 
-// 32 elements at i of a 16-bit output, element index idx0 = offset + i a multiple of 4 and the 32 within
-// one block: the 32 stored values as 16-bit lanes, each element's 5 bits straight from the bytes of the
-// window's hashes (byte k of the hashes is element 4 q0 + k's), its move from the pattern's delta table.
+// 32 elements at i of a 16-bit output whose 32 hash bytes are `bytes` (byte k: element i + k; the element
+// index offset + i a multiple of 4 and the 32 within one block): the 32 stored values as 16-bit lanes, each
+// element's 5 bits straight from its byte, its move from the block pattern's delta table.
 template <int OT, int BT, int VT, int NV, bool Stream>
-FPCORE_TARGET_AVX512 inline void step512_code16(const StampTask& s, const __m512* a, int nvec, Window512& w,
-                                                const int16_t* delta, int64_t i, int64_t idx0) {
+FPCORE_TARGET_AVX512 __attribute__((always_inline)) inline void step512_code16(const StampTask& s, const __m512* a,
+                                                                               int nvec, __m256i bytes,
+                                                                               const int16_t* delta, int64_t i) {
     const __m512 lo = combine16<BT, VT, NV, false>(s, a, nvec, i, 16);
     const __m512 hi = combine16<BT, VT, NV, false>(s, a, nvec, i + 16, 16);
     __m512i r;
@@ -533,9 +539,6 @@ FPCORE_TARGET_AVX512 inline void step512_code16(const StampTask& s, const __m512
     } else {
         r = _mm512_inserti64x4(_mm512_castsi256_si512(to_f16_16(lo)), to_f16_16(hi), 1);
     }
-    if (idx0 != 4 * w.q0 && idx0 != 4 * w.q0 + 32) window512(*s.code, idx0 >> 2, w);
-    const __m256i bytes =
-        idx0 == 4 * w.q0 ? _mm512_castsi512_si256(w.h) : _mm512_extracti64x4_epi64(w.h, 1);  // idx0 - 4 q0: 0 or 32
     const __m512i bits = _mm512_and_si512(_mm512_cvtepu8_epi16(bytes), _mm512_set1_epi16(31));
     const __m512i d = _mm512_permutexvar_epi16(bits, _mm512_load_si512(delta));
     const __m512i mag = _mm512_and_si512(r, _mm512_set1_epi16(0x7FFF));
@@ -550,6 +553,41 @@ FPCORE_TARGET_AVX512 inline void step512_code16(const StampTask& s, const __m512
     } else {
         _mm512_storeu_si512(p, r);
     }
+}
+
+// 64 elements at i of an fp32 output whose 64 hash bytes are h (byte k: element i + k; offset + i a
+// multiple of 4 and the 64 within one block): each element's 5 bits straight from its byte, its move
+// +-step from the block's pattern.
+template <int BT, int VT, int NV, bool Stream>
+FPCORE_TARGET_AVX512 __attribute__((always_inline)) inline void step512_code32(const StampTask& s, const __m512* a,
+                                                                               int nvec, const CodeFormat& f, __m512i h,
+                                                                               uint32_t lut, int64_t i) {
+    const __m512i lutv = _mm512_set1_epi32(static_cast<int>(lut));
+    const __m512i step = _mm512_set1_epi32(static_cast<int>(f.step));
+    const __m512i nstep = _mm512_sub_epi32(_mm512_setzero_si512(), step);
+    const __m512i lo = _mm512_set1_epi32(static_cast<int>(f.step + 1));
+    const __m512i span = _mm512_set1_epi32(static_cast<int>(f.inf - 2 * f.step - 1));
+    const __m512i m31 = _mm512_set1_epi32(31);
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512i magmask = _mm512_set1_epi32(0x7FFFFFFF);
+    float* out = static_cast<float*>(s.out) + i;
+    auto one16 = [&](int j, __m128i bytes) FPCORE_TARGET_AVX512 {
+        __m512i x = _mm512_castps_si512(combine16<BT, VT, NV, false>(s, a, nvec, i + 16 * j, 16));
+        const __m512i bits = _mm512_and_si512(_mm512_cvtepu8_epi32(bytes), m31);
+        const __mmask16 up = _mm512_test_epi32_mask(_mm512_srlv_epi32(lutv, bits), one);
+        const __m512i mag = _mm512_and_si512(x, magmask);
+        const __mmask16 ok = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(mag, lo), span);
+        x = _mm512_mask_add_epi32(x, ok, x, _mm512_mask_blend_epi32(up, nstep, step));
+        if (Stream) {
+            _mm512_stream_si512(reinterpret_cast<__m512i*>(out + 16 * j), x);
+        } else {
+            _mm512_storeu_si512(out + 16 * j, x);
+        }
+    };
+    one16(0, _mm512_castsi512_si128(h));
+    one16(1, _mm512_extracti32x4_epi32(h, 1));
+    one16(2, _mm512_extracti32x4_epi32(h, 2));
+    one16(3, _mm512_extracti32x4_epi32(h, 3));
 }
 
 template <int OT, int BT, int VT, int NV, bool Stream>
@@ -569,16 +607,23 @@ FPCORE_TARGET_AVX512 void range512_code(const StampTask& s, const float* alphas,
         i += head;
     }
     const int64_t off = s.code->offset;
-    if (pick_t(OT, s.out_t) != DType::F32 && (off + i) % 4 == 0) {  // the 16-bit fast path: 32 per step
-        for (; i + 32 <= e; i += 32) {
+    if ((off + i) % 4 == 0 && i + 64 <= e) {  // the fast paths: 64 elements per window of 16 hashes
+        const CodeParams& c = *s.code;
+        __m512i h = hash_window512(c, (off + i) >> 2);
+        for (; i + 64 <= e; i += 64) {
             const int64_t idx0 = off + i;
-            prefetch_inputs<BT, VT>(s, nv, i, 32);
-            if (!straddles_block(idx0, 32)) {
-                const int16_t* delta = kDelta16.d[bl.symbol(*s.code, idx0)];
-                step512_code16<OT, BT, VT, NV, Stream>(s, a, nvec, w, delta, i, idx0);
+            const __m512i next = hash_window512(c, (idx0 >> 2) + 16);  // independent of this step's work
+            prefetch_inputs<BT, VT>(s, nv, i, 64);
+            if (straddles_block(idx0, 64)) {
+                part512_code<OT, BT, VT, NV>(s, a, nvec, f, bl, w, i, 64);
+            } else if (pick_t(OT, s.out_t) == DType::F32) {
+                step512_code32<BT, VT, NV, Stream>(s, a, nvec, f, h, bl.get(c, idx0), i);
             } else {
-                part512_code<OT, BT, VT, NV>(s, a, nvec, f, bl, w, i, 32);
+                const int16_t* delta = kDelta16.d[bl.symbol(c, idx0)];
+                step512_code16<OT, BT, VT, NV, Stream>(s, a, nvec, _mm512_castsi512_si256(h), delta, i);
+                step512_code16<OT, BT, VT, NV, Stream>(s, a, nvec, _mm512_extracti64x4_epi64(h, 1), delta, i + 32);
             }
+            h = next;
         }
     }
     for (; i + 16 <= e; i += 16) {
