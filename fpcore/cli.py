@@ -30,6 +30,7 @@ _SUBCOMMAND_MODULES: dict[str, str] = {
     "pot": "fpcore.pot.cli",
     "trace": "fpcore.trace.cli",
     "trace-key": "fpcore.trace.cli",
+    "fleet": "fpcore.fleet.cli",
 }
 _CORE_COMMANDS = ("extract", "stamp", "unstamp", "inspect", "detect")
 

@@ -15,6 +15,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -359,9 +360,14 @@ def stamp(
     progress: Progress | None = None,
     trace_key: TraceKey | None = None,
     licensees: Sequence[str] | None = None,
+    outputs: Sequence[str | Path] | None = None,
+    metadata: Sequence[dict[str, str]] | None = None,
 ) -> StampResult:
     """Stamp theta' = theta + sum_k alpha_k * tau_k into every model; each tau tensor is read once
     and applied to every model's matching tensor before the next is read.
+
+    `outputs` (instead of `out`): one destination per model, each appearing atomically on its own
+    (same form as its input). `metadata`: per model, extra safetensors metadata for its written shards.
 
     With a trace key, model i also gets licensee i's code (one id per model, in order), moved into
     every rounded output element of its coded tensors (float tensors of >= 2 dimensions; see
@@ -393,8 +399,12 @@ def stamp(
             )
         for k, lic in enumerate(licensees):
             check_licensee(lic, f"stamp: licensee {k + 1}")
-    if in_place == (out is not None):
-        raise ValueError("stamp: give either an output path or in_place=True, not both or neither")
+    if in_place + (out is not None) + (outputs is not None) != 1:
+        raise ValueError("stamp: give one of an output path, outputs (one per model) or in_place=True")
+    if outputs is not None and len(outputs) != len(models):
+        raise ValueError(f"stamp: {len(outputs)} outputs for {len(models)} models; give one per model")
+    if metadata is not None and len(metadata) != len(models):
+        raise ValueError(f"stamp: {len(metadata)} metadata dicts for {len(models)} models; give one per model")
     vecs = [(FingerprintVector(p), float(a)) for p, a in vectors]
     cks = [Checkpoint(m) for m in models]
     names_dest = [ck.path.name if ck.path.is_dir() else ck.path.stem for ck in cks]
@@ -438,16 +448,17 @@ def stamp(
             plan[i] = plan[i] + code_only[i]
         order += [n for i in range(len(cks)) for n in code_only[i] if n not in order]
         order = list(dict.fromkeys(order))
-    extra_meta = {
+    stamped_meta = {
         "fpcore_stamped": json.dumps([{"base_digest": v.meta.base_digest, "alpha": a} for v, a in vecs]),
     }
+    metas = [{**stamped_meta, **(metadata[i] if metadata is not None else {})} for i in range(len(cks))]
     codes = _Codes(trace_key, licensees, code_only)
     run = partial(_stream, order, vecs, cks, plan, codes, allow_nonfinite, progress)
     if in_place:
         outs: list[_ModelOut] = []
         try:
             for i, ck in enumerate(cks):
-                outs.append(_ModelOut(ck, None, plan[i], extra_meta))
+                outs.append(_ModelOut(ck, None, plan[i], metas[i]))
             stamped, vec_bytes = run(outs)
             for o in outs:
                 o.commit()
@@ -456,6 +467,23 @@ def stamp(
                 o.discard()
             raise
         return StampResult([ck.path for ck in cks], stamped, notes, vec_bytes)
+    if outputs is not None:
+        dests_each = [Path(o) for o in outputs]
+        with ExitStack() as stack:  # every output whole, or (on an error) none of them
+            tmps = [
+                stack.enter_context(AtomicOutput(d, overwrite=overwrite, is_file=ck.path.is_file()))
+                for d, ck in zip(dests_each, cks, strict=True)
+            ]
+            outs = []
+            try:
+                for i, (ck, t) in enumerate(zip(cks, tmps, strict=True)):
+                    outs.append(_ModelOut(ck, t, plan[i], metas[i]))
+                stamped, vec_bytes = run(outs)
+            except BaseException:
+                for o in outs:
+                    o.discard()
+                raise
+        return StampResult(dests_each, stamped, notes, vec_bytes)
     outdir = Path(out)  # type: ignore[arg-type]
     with AtomicOutput(outdir, overwrite=overwrite, is_file=len(cks) == 1 and cks[0].path.is_file()) as tmp:
         dests = (
@@ -467,7 +495,7 @@ def stamp(
         )
         if len(cks) > 1:
             tmp.mkdir(exist_ok=True)
-        outs = [_ModelOut(ck, d, plan[i], extra_meta) for i, (ck, d) in enumerate(zip(cks, dests, strict=True))]
+        outs = [_ModelOut(ck, d, plan[i], metas[i]) for i, (ck, d) in enumerate(zip(cks, dests, strict=True))]
         try:
             stamped, vec_bytes = run(outs)
         except BaseException:

@@ -68,6 +68,12 @@ class TraceKey:
             "fp32_shift": self.fp32_shift,
         }
 
+    @property
+    def key_id(self) -> str:
+        """A public name for this key (a keyed hash of nothing: reveals nothing of the secret), for records
+        such as the fleet ledger that must say which key coded a copy."""
+        return hashlib.blake2b(b"fpcore-trace key id", key=self.secret, digest_size=12).hexdigest()
+
     @staticmethod
     def _checksum(body: dict) -> str:
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

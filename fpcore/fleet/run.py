@@ -1,0 +1,287 @@
+"""The fleet driver: runs a plan's jobs on Dask distributed (an embedded LocalCluster, or a cluster by
+address), skipping the ones the ledger says are done, and appends one chained ledger line per job.
+
+Jobs that share their vectors (and alphas) go to a worker in batches, so each tau tensor is read once
+per batch. Only the driver writes the ledger. A lock file in the output root keeps two runs of the same
+plan apart; the next run removes the temporaries a killed run left in the output folders.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fpcore.fleet.digest import ALGORITHM, files_digest
+from fpcore.fleet.ledger import LedgerState, LedgerWriter, read_ledger
+from fpcore.fleet.plan import Job, Plan
+from fpcore.io.atomic import TMP_PREFIX
+
+LOCK_NAME = ".fleet.lock"
+DEFAULT_BATCH = 4  # jobs per task: tau read once per batch; a killed driver loses at most a batch's lines
+
+
+@dataclass
+class FleetResult:
+    plan: Path
+    ledger: Path
+    scheduler: str
+    workers: int
+    seconds: float
+    done: list[dict[str, Any]] = field(default_factory=list)  # ledger lines written by this run
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[Job] = field(default_factory=list)  # done by an earlier run (the ledger says so)
+    removed_temporaries: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def as_json(self) -> dict[str, Any]:
+        def brief(e: dict[str, Any]) -> dict[str, Any]:
+            j = e["job"]
+            return {"index": j["index"], "model": j["model"], "output": j["output"], "error": e.get("error")}
+
+        return {
+            "plan": str(self.plan),
+            "ledger": str(self.ledger),
+            "scheduler": self.scheduler,
+            "workers": self.workers,
+            "seconds": self.seconds,
+            "done": [brief(e) for e in self.done],
+            "failed": [brief(e) for e in self.failed],
+            "skipped": [{"index": j.index, "model": str(j.model), "output": str(j.output)} for j in self.skipped],
+            "bytes": sum(e.get("bytes", 0) for e in self.done),
+            "removed_temporaries": self.removed_temporaries,
+        }
+
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{out}: another fleet run holds {LOCK_NAME}; wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_temporaries(plan: Plan) -> list[str]:
+    """Hidden temporaries (.fpcore-tmp-*) a killed run left beside the plan's outputs."""
+    removed = []
+    for folder in sorted({j.output.parent for j in plan.jobs}):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.name.startswith(TMP_PREFIX):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                removed.append(str(p))
+    return removed
+
+
+def _is_done(job: Job, job_id: str, latest: dict[str, dict[str, Any]]) -> bool:
+    """The ledger's last line for this job says done, and the output's files are the ones it recorded
+    (names, sizes and modification times: a file rewritten since shows)."""
+    e = latest.get(job_id)
+    if e is None or e.get("status") != "done" or not job.output.exists():
+        return False
+    from fpcore.fleet.digest import model_files
+
+    now = {rel: [p.stat().st_size, p.stat().st_mtime_ns] for rel, p in model_files(job.output)}
+    return now == e.get("output_files")
+
+
+def _batches(jobs: list[tuple[Job, str]], size: int) -> list[list[tuple[Job, str]]]:
+    groups: dict[Any, list[tuple[Job, str]]] = {}
+    for j in jobs:
+        groups.setdefault(j[0].batch_key, []).append(j)
+    out = []
+    for g in groups.values():
+        out += [g[k : k + size] for k in range(0, len(g), size)]
+    return out
+
+
+def _model_bytes(p: Path) -> int:
+    from fpcore.fleet.digest import model_files
+
+    return sum(f.stat().st_size for _, f in model_files(p))
+
+
+@contextmanager
+def _client(scheduler: str | None, workers: int | None) -> Iterator[tuple[Any, str, int, int | None]]:
+    """(client, scheduler address, workers, kernel threads per worker or None for the worker's own)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        with Client(scheduler, timeout="20s") as client:
+            n = len(client.scheduler_info(n_workers=-1)["workers"])
+            if n == 0:
+                raise ValueError(f"--scheduler {scheduler}: the cluster has no workers")
+            yield client, scheduler, n, None
+        return
+    cores = os.cpu_count() or 1
+    n = workers if workers else max(1, cores - 1)
+    with (
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            scheduler_port=0,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client, cluster.scheduler_address, n, max(1, cores // n)
+
+
+@contextmanager
+def _bars(total_jobs: int, total_bytes: int, show: bool) -> Iterator[Any]:
+    if not show:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with (
+        tqdm(total=total_jobs, desc="jobs", unit="job", position=0, file=sys.stderr) as jb,
+        tqdm(
+            total=total_bytes, desc="bytes", unit="B", unit_scale=True, unit_divisor=1024, position=1, file=sys.stderr
+        ) as bb,
+    ):
+
+        def update(jobs: int, nbytes: int) -> None:
+            jb.update(jobs)
+            bb.update(nbytes)
+
+        yield update
+
+
+def run_fleet(
+    plan: Plan,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    verify: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+    progress: bool = False,
+) -> FleetResult:
+    """Runs every job not already done. Raises ValueError for a broken ledger or a held lock."""
+    from distributed import as_completed
+
+    from fpcore.fleet.worker import run_batch
+
+    if batch_size < 1:
+        raise ValueError(f"fleet run: batch size must be >= 1, got {batch_size}")
+    t0 = time.perf_counter()
+    plan.out.mkdir(parents=True, exist_ok=True)
+    with _locked(plan.out):
+        removed = _remove_temporaries(plan)
+        ledger = LedgerWriter(plan.ledger)
+        try:
+            latest = ledger.state.latest()
+            ids = {j.index: j.job_id(plan.key_id) for j in plan.jobs}
+            skipped = [j for j in plan.jobs if _is_done(j, ids[j.index], latest)]
+            skip = {j.index for j in skipped}
+            todo = [(j, ids[j.index]) for j in plan.jobs if j.index not in skip]
+            res = FleetResult(plan.path, plan.ledger, "", 0, 0.0, skipped=skipped, removed_temporaries=removed)
+            if not todo:
+                res.scheduler = scheduler or "none (nothing to do)"
+                res.seconds = time.perf_counter() - t0
+                return res
+            vec_digest = {str(p): files_digest(p)[0] for p in plan.vectors}
+            by_id = dict((jid, j) for j, jid in todo)
+            with _client(scheduler, workers) as (client, address, n, threads):
+                res.scheduler, res.workers = address, n
+                batches = _batches(todo, batch_size)
+                payloads = [
+                    {
+                        "jobs": [{**j.describe(), "job_id": jid} for j, jid in b],
+                        "trace_key": str(plan.trace_key) if plan.trace_key else None,
+                        "threads": threads,
+                        "verify": verify,
+                    }
+                    for b in batches
+                ]
+                futures = {
+                    client.submit(run_batch, p, key=f"fpcore-fleet-{os.getpid()}-{k}", pure=False, retries=0): p
+                    for k, p in enumerate(payloads)
+                }
+                total_bytes = sum(_model_bytes(j.model) for j, _ in todo)
+                with _bars(len(todo), total_bytes, progress) as bar:
+                    for fut in as_completed(futures):
+                        payload = futures[fut]
+                        try:
+                            results = fut.result()
+                        except Exception as exc:  # the batch never returned (workers died repeatedly)
+                            results = [
+                                {"job_id": j["job_id"], "status": "failed", "worker": None, "seconds": 0.0,
+                                 "error": f"the batch's workers died ({type(exc).__name__}: {exc})"}
+                                for j in payload["jobs"]
+                            ]  # fmt: skip
+                        for r in results:
+                            job = by_id[r["job_id"]]
+                            e = ledger.append(_line(job, r, vec_digest, plan))
+                            (res.done if e["status"] == "done" else res.failed).append(e)
+                        if bar:
+                            bar(len(results), sum(_model_bytes(by_id[r["job_id"]].model) for r in results))
+        finally:
+            ledger.close()
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _line(job: Job, r: dict[str, Any], vec_digest: dict[str, str], plan: Plan) -> dict[str, Any]:
+    return {
+        "job": job.describe(),
+        "job_id": r["job_id"],
+        "status": r["status"],
+        "error": r.get("error"),
+        "digest_algorithm": ALGORITHM,
+        "model_digest": r.get("model_digest"),
+        "vector_digests": [vec_digest[str(p)] for p, _ in job.vectors],
+        "output_digest": r.get("output_digest"),
+        "output_files": r.get("output_files"),
+        "alpha": [a for _, a in job.vectors],
+        "licensee": job.licensee,
+        "trace_key_id": plan.key_id if job.licensee is not None else None,
+        "bytes": r.get("bytes", 0),
+        "seconds": r.get("seconds"),
+        "worker": r.get("worker"),
+        "verify": r.get("verify"),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def fleet_status(plan: Plan) -> tuple[LedgerState, list[dict[str, Any]]]:
+    """The ledger's chain and each job's state: done, done-but-output-changed, failed, or pending."""
+    st = read_ledger(plan.ledger)
+    latest = st.latest()
+    rows = []
+    for j in plan.jobs:
+        jid = j.job_id(plan.key_id)
+        e = latest.get(jid)
+        if e is None:
+            state = "pending"
+        elif e["status"] != "done":
+            state = "failed"
+        elif _is_done(j, jid, latest):
+            state = "done"
+        else:
+            state = "changed"  # done once, but the output is missing or its files differ now
+        rows.append(
+            {"index": j.index, "model": str(j.model), "output": str(j.output), "status": state,
+             "error": e.get("error") if e else None}
+        )  # fmt: skip
+    return st, rows
