@@ -19,7 +19,7 @@ $(VENV)/.deps: requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIPC) --upgrade pip setuptools wheel
 	$(PIPC) -r requirements-dev.txt
-	FPCORE_SKIP_NATIVE_BUILD=1 $(PIPC) --no-build-isolation --no-deps -e .
+	FPCORE_SKIP_NATIVE_BUILD=1 $(PIPC) --no-build-isolation -e '.[fleet]'
 	touch $@
 
 # The native extension, rebuilt (incrementally, by CMake) when a C++ file changes.

@@ -75,9 +75,11 @@ def register(sub, common) -> None:
     fs = f.add_subparsers(dest="fleet_command", required=True, metavar="FLEET_COMMAND")
     r = fs.add_parser("run", help="run every job of PLAN not already done (exit 0 all done, 1 some failed, 2 bad plan)")
     r.add_argument("plan", help="the plan file (YAML)")
-    r.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler (tcp://host:port); shared storage")
+    r.add_argument(
+        "--scheduler", metavar="ADDRESS", help="an existing Dask scheduler (tcp://host:port); needs shared storage"
+    )
     r.add_argument("--workers", type=int, help="embedded cluster's worker processes (default: cores - 1)")
-    r.add_argument("--verify", action="store_true", help="after each job, a white-box check of its output to the ledger")
+    r.add_argument("--verify", action="store_true", help="after each job, a white-box check of its output (ledger)")
     r.add_argument("--batch", type=int, default=4, help="jobs per task among those sharing vectors (default 4)")
     common(r)
     r.set_defaults(func=cmd_run)

@@ -17,8 +17,6 @@ from typing import Any
 
 from fpcore.fleet.digest import files_digest
 
-JOB_META = "fpcore_fleet_job"  # safetensors metadata: which fleet job wrote this output
-
 
 def _worker_name() -> str:
     try:
@@ -29,13 +27,16 @@ def _worker_name() -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def written_by(output: Path, job_id: str) -> bool:
-    """Whether `output` (a safetensors file or folder) carries this job's mark in its metadata."""
+def stamped_output(output: Path) -> bool:
+    """Whether `output` is a model fpcore stamped (its shards' metadata say so). The fleet replaces such
+    an output when its job runs again (after a crash, or Dask re-running a dead worker's batch: the bytes
+    are the same); anything else in the way fails the job. No fleet-only mark is added, so that an output
+    is byte for byte what `fpcore stamp` writes."""
     from fpcore.io import Checkpoint
 
     try:
         ck = Checkpoint(output)
-        return any(ck.metadata[f].get(JOB_META) == job_id for f in ck.files)
+        return any("fpcore_stamped" in ck.metadata[f] for f in ck.files)
     except (OSError, ValueError):
         return False
 
@@ -84,10 +85,9 @@ def _stamp(jobs: list[dict[str, Any]], key_path: str | None) -> None:
         [j["model"] for j in jobs],
         None,
         outputs=[j["output"] for j in jobs],
-        overwrite=True,  # only outputs this plan's jobs wrote reach here (run_batch checks)
+        overwrite=True,  # only stamped outputs (this job's, from a run cut short) are in the way (run_batch)
         trace_key=TraceKey.load(key_path) if coded and key_path else None,
         licensees=[j["licensee"] for j in jobs] if coded else None,
-        metadata=[{JOB_META: j["job_id"]} for j in jobs],
     )
 
 
@@ -105,10 +105,10 @@ def run_batch(batch: dict[str, Any]) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     for j in batch["jobs"]:
         out = Path(j["output"])
-        if (out.exists() or out.is_symlink()) and not written_by(out, j["job_id"]):
+        if (out.exists() or out.is_symlink()) and not stamped_output(out):
             results[j["job_id"]] = {
                 "status": "failed",
-                "error": f"output {out} exists and was not written by this job (remove it or change `output:`)",
+                "error": f"output {out} exists and is not a model fpcore stamped (remove it or change `output:`)",
             }
         else:
             todo.append(j)
@@ -149,6 +149,6 @@ def run_batch(batch: dict[str, Any]) -> list[dict[str, Any]]:
         seconds[jid] = seconds.get(jid, 0.0) + time.perf_counter() - t1
         results[jid] = r
     return [
-        {"job_id": j["job_id"], "worker": worker, "seconds": round(seconds.get(j["job_id"], 0.0), 4), **results[j["job_id"]]}
-        for j in batch["jobs"]
+        {"job_id": jid, "worker": worker, "seconds": round(seconds.get(jid, 0.0), 4), **results[jid]}
+        for jid in (j["job_id"] for j in batch["jobs"])
     ]
