@@ -81,3 +81,52 @@ class WriteBehind:
         self._thread.join()
         if raise_error:
             self._raise()
+
+
+class HashingWriteBehind(WriteBehind):
+    """WriteBehind with a stage before the writer: each item's `pre` (hashing the bytes it writes, and
+    those it read) runs on a hasher thread, in submission order, then the item goes to the writer
+    thread. Hashing thus overlaps both the caller's compute and the writes. Buffers cycle as in
+    WriteBehind (a deeper pool: an item holds its buffer through both stages); after the first error
+    in either stage nothing more runs, and buffers still return to the pool."""
+
+    def __init__(self, depth: int = 6) -> None:
+        super().__init__(depth)
+        self._pre: queue.SimpleQueue[tuple[Callable[[], None] | None, Callable[[], None], Buffer | None] | None] = (
+            queue.SimpleQueue()
+        )
+        self._pre_error: BaseException | None = None
+        self._hasher = threading.Thread(target=self._run_pre, name="fpcore-hasher", daemon=True)
+        self._hasher.start()
+
+    def _run_pre(self) -> None:
+        while (item := self._pre.get()) is not None:
+            pre, fn, buf = item
+            if pre is not None and self._pre_error is None:
+                try:
+                    pre()
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    self._pre_error = exc
+            self._work.put((_skip if self._pre_error is not None else fn, buf))
+        self._work.put(None)
+
+    def _raise(self) -> None:
+        if self._pre_error is not None:
+            raise self._pre_error
+        super()._raise()
+
+    def submit(self, fn: Callable[[], None], buf: Buffer | None = None, pre: Callable[[], None] | None = None) -> None:
+        """Run pre() on the hasher thread, then fn() on the writer thread; `buf` returns to the pool after."""
+        self._raise()
+        self._pre.put((pre, fn, buf))
+
+    def close(self, *, raise_error: bool = True) -> None:
+        self._pre.put(None)
+        self._hasher.join()
+        self._thread.join()
+        if raise_error:
+            self._raise()
+
+
+def _skip() -> None:
+    return None

@@ -19,14 +19,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from fpcore import __version__, rawops
 from fpcore import _stream as streaming
 from fpcore._code import TensorCode, is_coded
-from fpcore._stream import WriteBehind, streaming_threads
-from fpcore.io import AtomicOutput, Checkpoint, CheckpointError, SafetensorsWriter
+from fpcore._stream import HashingWriteBehind, WriteBehind, streaming_threads
+from fpcore.io import AtomicOutput, Checkpoint, CheckpointError, SafetensorsWriter, digest
 from fpcore.io.atomic import TMP_PREFIX, fsync_dir
-from fpcore.io.buffers import memory_at
+from fpcore.io.buffers import Buffer, memory_at
 from fpcore.io.format import FORMAT_DTYPES
 from fpcore.io.reader import INDEX
 from fpcore.trace.key import TraceKey, check_licensee
@@ -57,6 +58,8 @@ class StampResult:
     tensors_stamped: int
     notes: list[str] = field(default_factory=list)
     vector_bytes_read: int = 0
+    model_digests: list[str] = field(default_factory=list)  # with digests=True (fpcore.io.digest), per model
+    output_digests: list[str] = field(default_factory=list)
 
 
 def _selected(name: str, include: Sequence[str] | None, exclude: Sequence[str] | None) -> bool:
@@ -362,12 +365,15 @@ def stamp(
     licensees: Sequence[str] | None = None,
     outputs: Sequence[str | Path] | None = None,
     metadata: Sequence[dict[str, str]] | None = None,
+    digests: bool = False,
 ) -> StampResult:
     """Stamp theta' = theta + sum_k alpha_k * tau_k into every model; each tau tensor is read once
     and applied to every model's matching tensor before the next is read.
 
     `outputs` (instead of `out`): one destination per model, each appearing atomically on its own
     (same form as its input). `metadata`: per model, extra safetensors metadata for its written shards.
+    `digests`: also the content digest (fpcore.io.digest) of every model and every output, hashed on a
+    thread of its own from the bytes the stamp streams anyway (not with in_place).
 
     With a trace key, model i also gets licensee i's code (one id per model, in order), moved into
     every rounded output element of its coded tensors (float tensors of >= 2 dimensions; see
@@ -403,6 +409,8 @@ def stamp(
         raise ValueError("stamp: give one of an output path, outputs (one per model) or in_place=True")
     if outputs is not None and len(outputs) != len(models):
         raise ValueError(f"stamp: {len(outputs)} outputs for {len(models)} models; give one per model")
+    if digests and in_place:
+        raise ValueError("stamp: digests are for outputs written beside the models, not in place")
     if metadata is not None and len(metadata) != len(models):
         raise ValueError(f"stamp: {len(metadata)} metadata dicts for {len(models)} models; give one per model")
     vecs = [(FingerprintVector(p), float(a)) for p, a in vectors]
@@ -453,7 +461,8 @@ def stamp(
     }
     metas = [{**stamped_meta, **(metadata[i] if metadata is not None else {})} for i in range(len(cks))]
     codes = _Codes(trace_key, licensees, code_only)
-    run = partial(_stream, order, vecs, cks, plan, codes, allow_nonfinite, progress)
+    hashes = _Hashes(len(cks)) if digests else None
+    run = partial(_stream, order, vecs, cks, plan, codes, allow_nonfinite, progress, hashes)
     if in_place:
         outs: list[_ModelOut] = []
         try:
@@ -479,11 +488,14 @@ def stamp(
                 for i, (ck, t) in enumerate(zip(cks, tmps, strict=True)):
                     outs.append(_ModelOut(ck, t, plan[i], metas[i]))
                 stamped, vec_bytes = run(outs)
+                res = StampResult(dests_each, stamped, notes, vec_bytes)
+                if hashes is not None:
+                    res.model_digests, res.output_digests = hashes.digests(cks, tmps)
             except BaseException:
                 for o in outs:
                     o.discard()
                 raise
-        return StampResult(dests_each, stamped, notes, vec_bytes)
+        return res
     outdir = Path(out)  # type: ignore[arg-type]
     with AtomicOutput(outdir, overwrite=overwrite, is_file=len(cks) == 1 and cks[0].path.is_file()) as tmp:
         dests = (
@@ -498,12 +510,13 @@ def stamp(
         outs = [_ModelOut(ck, d, plan[i], metas[i]) for i, (ck, d) in enumerate(zip(cks, dests, strict=True))]
         try:
             stamped, vec_bytes = run(outs)
+            mdig, odig = hashes.digests(cks, dests) if hashes is not None else ([], [])
         except BaseException:
             for o in outs:
                 o.discard()  # closes the files; AtomicOutput removes the temporary folder
             raise
     outputs = [outdir] if len(cks) == 1 else [outdir / d.name for d in dests]
-    return StampResult(outputs, stamped, notes, vec_bytes)
+    return StampResult(outputs, stamped, notes, vec_bytes, mdig, odig)
 
 
 def _stream(
@@ -514,16 +527,20 @@ def _stream(
     codes: _Codes,
     allow_nonfinite: bool,
     progress: Progress | None,
+    hashes: _Hashes | None,
     outs: list[_ModelOut],
 ) -> tuple[int, int]:
     """The streaming pass over every tensor in `order`, then the untouched tensors of touched
-    shards; returns (tensors stamped, vector bytes read). All output work runs on the writer thread."""
+    shards; returns (tensors stamped, vector bytes read). All output work runs on the writer thread
+    (with hashes, after the hasher thread has hashed what it reads and writes)."""
     stamped = vec_bytes = 0
-    writer = WriteBehind()
+    writer = WriteBehind() if hashes is None else HashingWriteBehind()
     try:
         with streaming_threads():
             for name in order:
-                vec_bytes += _stamp_tensor(name, vecs, cks, plan, codes, outs, writer, allow_nonfinite, progress)
+                vec_bytes += _stamp_tensor(
+                    name, vecs, cks, plan, codes, outs, writer, allow_nonfinite, progress, hashes
+                )
                 stamped += sum(name in plan[i] for i in range(len(cks)))
         for o in outs:
             writer.submit(o.finish)
@@ -532,6 +549,47 @@ def _stream(
         raise
     writer.close()  # waits for the writes; raises the first write error
     return stamped, vec_bytes
+
+
+class _Hashes:
+    """Per model, blake3 of each tensor's bytes as read (model) and as written (output), fed on the
+    hasher thread in stream order; tensors the stream does not pass are read at the end."""
+
+    def __init__(self, n: int) -> None:
+        self.model: list[dict[str, Any]] = [{} for _ in range(n)]
+        self.out: list[dict[str, Any]] = [{} for _ in range(n)]
+
+    def _h(self, d: dict[str, Any], name: str) -> Any:
+        h = d.get(name)
+        if h is None:
+            h = d[name] = digest.hasher()
+        return h
+
+    def chunk(
+        self, i: int, name: str, read: memoryview, written: memoryview | None, release: Callable[[], None]
+    ) -> Callable[[], None]:
+        """The hasher's work for one chunk of model i's tensor `name`: the bytes read, the bytes written
+        (None: written unchanged, the same bytes), then the read pages released."""
+        hm, ho = self._h(self.model[i], name), self._h(self.out[i], name)
+
+        def work() -> None:
+            hm.update(read)
+            ho.update(read if written is None else written)
+            release()
+
+        return work
+
+    def digests(self, cks: list[Checkpoint], dests: Sequence[Path]) -> tuple[list[str], list[str]]:
+        models, outputs = [], []
+        for i, (ck, dest) in enumerate(zip(cks, dests, strict=True)):
+            mdig, mh = digest.finish(ck, {n: h.hexdigest() for n, h in self.model[i].items()})
+            models.append(mdig)
+            out_ck = Checkpoint(dest)
+            try:
+                outputs.append(digest.finish(out_ck, {**mh, **{n: h.hexdigest() for n, h in self.out[i].items()}})[0])
+            finally:
+                out_ck.close()
+        return models, outputs
 
 
 @dataclass
@@ -557,6 +615,7 @@ def _code_rows(
     code: TensorCode,
     writer: WriteBehind,
     progress: Progress | None,
+    hashes: _Hashes | None,
 ) -> None:
     """Elements start.. of model i's tensor `name` with the code alone (no tau there), to the writer."""
     info = ck.info(name)
@@ -565,13 +624,34 @@ def _code_rows(
         e = min(streaming.STREAM_ELEMS, info.numel - off)
         nbytes = e * info.itemsize
         raw = writer.buffer(nbytes)
-        rawops.stamp_raw(
-            (raw.addr, info.format_dtype), (addr + off * info.itemsize, info.format_dtype), [], [], e, code.at(off)
-        )
-        ck.release_range(name, off * info.itemsize, nbytes)
-        writer.submit(partial(out.writer(name).write_part, name, raw.view[:nbytes]), raw)
+        theta = addr + off * info.itemsize
+        rawops.stamp_raw((raw.addr, info.format_dtype), (theta, info.format_dtype), [], [], e, code.at(off))
+        _submit_chunk(writer, hashes, i, name, ck, off * info.itemsize, theta, raw, nbytes, out)
         if progress:
             progress(nbytes)
+
+
+def _submit_chunk(
+    writer: WriteBehind,
+    hashes: _Hashes | None,
+    i: int,
+    name: str,
+    ck: Checkpoint,
+    offset: int,
+    theta: int,
+    raw: Buffer,
+    nbytes: int,
+    out: _ModelOut,
+) -> None:
+    """Bytes [offset, offset + nbytes) of model i's tensor `name` are computed in `raw`: write them (and,
+    with hashes, hash the bytes read at address `theta` and those written, first); release the read pages."""
+    write = partial(out.writer(name).write_part, name, raw.view[:nbytes])
+    release = partial(ck.release_range, name, offset, nbytes)
+    if hashes is None:
+        release()
+        writer.submit(write, raw)
+    else:
+        writer.submit(write, raw, pre=hashes.chunk(i, name, memory_at(theta, nbytes), raw.view[:nbytes], release))
 
 
 def _stamp_tensor(
@@ -584,6 +664,7 @@ def _stamp_tensor(
     writer: WriteBehind,
     allow_nonfinite: bool,
     progress: Progress | None,
+    hashes: _Hashes | None = None,
 ) -> int:
     """Stream tensor `name` through every model that takes it, chunk by chunk: each tau chunk is read
     (and checked) once and applied to every model's matching chunk (with that model's licensee code,
@@ -613,11 +694,12 @@ def _stamp_tensor(
         for i, (ck, addr, info) in theta_in.items():
             nbytes = e * info.itemsize
             raw = writer.buffer(nbytes)
-            theta = (addr + off * info.itemsize, info.format_dtype)
+            theta = addr + off * info.itemsize
             code = code_of[i]
-            rawops.stamp_raw((raw.addr, info.format_dtype), theta, regions, alphas, e, code and code.at(off))
-            ck.release_range(name, off * info.itemsize, nbytes)
-            writer.submit(partial(outs[i].writer(name).write_part, name, raw.view[:nbytes]), raw)
+            rawops.stamp_raw(
+                (raw.addr, info.format_dtype), (theta, info.format_dtype), regions, alphas, e, code and code.at(off)
+            )
+            _submit_chunk(writer, hashes, i, name, ck, off * info.itemsize, theta, raw, nbytes, outs[i])
             if progress:
                 progress(nbytes)
         for ck, _, info in tau_in:
@@ -626,9 +708,16 @@ def _stamp_tensor(
         info = cks[i].info(name)
         code = code_of[i]
         if code is not None and info.numel > n_tau:  # rows beyond tau (vocabulary growth): the code alone
-            _code_rows(i, name, n_tau, cks[i], outs[i], code, writer, progress)
+            _code_rows(i, name, n_tau, cks[i], outs[i], code, writer, progress, hashes)
         elif info.numel > n_tau or info.numel == 0:  # rows beyond tau (vocabulary growth), unchanged
-            writer.submit(partial(outs[i].copy, name, n_tau * info.itemsize))
+            start, rest = n_tau * info.itemsize, (info.numel - n_tau) * info.itemsize
+            copy = partial(outs[i].copy, name, start)
+            if hashes is None:
+                writer.submit(copy)
+            else:
+                src = memory_at(theta_in[i][1] + start, rest)
+                release = partial(cks[i].release_range, name, start, rest)
+                writer.submit(copy, pre=hashes.chunk(i, name, src, None, release))
             if progress:
                 progress((info.numel - n_tau) * info.itemsize)
         writer.submit(partial(outs[i].done, name))
@@ -636,7 +725,7 @@ def _stamp_tensor(
         if name in codes.code_only[i]:
             code = codes.of(i, cks[i], name)
             if code is not None:  # always: code_only holds coded tensors only
-                _code_rows(i, name, 0, cks[i], outs[i], code, writer, progress)
+                _code_rows(i, name, 0, cks[i], outs[i], code, writer, progress, hashes)
             writer.submit(partial(outs[i].done, name))
     return read
 

@@ -236,6 +236,43 @@ def test_chunked_streaming_matches_whole_tensor_stamp(family, monkeypatch, block
             assert_bitwise_equal(s.get(n), want, what=f"{dest.name} {n}")
 
 
+@pytest.mark.parametrize("coded", [False, True])
+def test_streamed_digests_equal_the_standalone_digest(family, monkeypatch, coded):
+    """stamp(digests=True) hashes what it streams; the digests equal fpcore.io.digest's, read from the
+    files: sharded folders (an untouched shard linked), vocabulary growth (rows beyond tau copied or coded
+    alone), a single-file model, chunk edges inside tensors; and any changed byte changes the digest."""
+    from fpcore.io.digest import checkpoint_digest
+    from fpcore.trace.key import TraceKey
+
+    pytest.importorskip("blake3")
+    monkeypatch.setattr(fpcore._stream, "STREAM_ELEMS", 40)
+    vec = family["tmp"] / "v.safetensors"
+    stamping.extract(family["tuned"], family["base"], vec, dtype="fp32")
+    base, _ = family["tensors"]
+    grown = dict(base)
+    grown["model.embed_tokens.weight"] = torch.cat([base["model.embed_tokens.weight"], torch.ones(3, 8).bfloat16()])
+    g = make_model(family["tmp"] / "grown", grown)
+    single = family["tmp"] / "single.safetensors"
+    write_safetensors(single, perturbed(base, 5, 0.01), {"format": "pt"})
+    models = [family["down1"], g, single]
+    outs = [family["tmp"] / "o1", family["tmp"] / "o2", family["tmp"] / "o3.safetensors"]
+    kw = {"trace_key": TraceKey(bytes(range(32))), "licensees": ["a", "b", "c"]} if coded else {}
+    res = stamping.stamp([(vec, 1.0)], models, None, outputs=outs, digests=True, **kw)
+    assert res.model_digests == [checkpoint_digest(m) for m in models]
+    assert res.output_digests == [checkpoint_digest(o) for o in outs]
+    assert len(set(res.model_digests + res.output_digests)) == 6
+    # one byte of one tensor, or the config, changes the digest; a renamed single file does not
+    copy = family["tmp"] / "copy.safetensors"
+    copy.write_bytes(single.read_bytes())
+    assert checkpoint_digest(copy) == res.model_digests[2]
+    raw = bytearray(copy.read_bytes())
+    raw[-1] ^= 1
+    copy.write_bytes(bytes(raw))
+    assert checkpoint_digest(copy) != res.model_digests[2]
+    (outs[0] / "config.json").write_text('{"model_type": "other"}')
+    assert checkpoint_digest(outs[0]) != res.output_digests[0]
+
+
 def test_stamp_in_place_equals_stamp_to_output(family):
     vec = family["tmp"] / "fp.safetensors"
     stamping.extract(family["tuned"], family["base"], vec)

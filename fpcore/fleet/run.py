@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fpcore.fleet.digest import ALGORITHM, files_digest
+from fpcore.fleet.digest import file_stats, model_files
 from fpcore.fleet.ledger import LedgerState, LedgerWriter, read_ledger
 from fpcore.fleet.plan import Job, Plan
 from fpcore.io.atomic import TMP_PREFIX
+from fpcore.io.digest import ALGORITHM, checkpoint_digest
 
 LOCK_NAME = ".fleet.lock"
 DEFAULT_BATCH = 4  # jobs per task: tau read once per batch; a killed driver loses at most a batch's lines
@@ -40,6 +41,9 @@ class FleetResult:
     failed: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[Job] = field(default_factory=list)  # done by an earlier run (the ledger says so)
     removed_temporaries: list[str] = field(default_factory=list)
+    cluster_seconds: float = 0.0  # starting (or connecting to) the cluster
+    work_seconds: float = 0.0  # first job submitted to last result in the ledger
+    worker_peak_rss: dict[str, int] = field(default_factory=dict)  # worker -> peak RSS in bytes
 
     @property
     def ok(self) -> bool:
@@ -61,6 +65,9 @@ class FleetResult:
             "skipped": [{"index": j.index, "model": str(j.model), "output": str(j.output)} for j in self.skipped],
             "bytes": sum(e.get("bytes", 0) for e in self.done),
             "removed_temporaries": self.removed_temporaries,
+            "cluster_seconds": self.cluster_seconds,
+            "work_seconds": self.work_seconds,
+            "worker_peak_rss": self.worker_peak_rss,
         }
 
 
@@ -96,10 +103,7 @@ def _is_done(job: Job, job_id: str, latest: dict[str, dict[str, Any]]) -> bool:
     e = latest.get(job_id)
     if e is None or e.get("status") != "done" or not job.output.exists():
         return False
-    from fpcore.fleet.digest import model_files
-
-    now = {rel: [p.stat().st_size, p.stat().st_mtime_ns] for rel, p in model_files(job.output)}
-    return now == e.get("output_files")
+    return file_stats(job.output) == e.get("output_files")
 
 
 def _batches(jobs: list[tuple[Job, str]], size: int) -> list[list[tuple[Job, str]]]:
@@ -113,8 +117,6 @@ def _batches(jobs: list[tuple[Job, str]], size: int) -> list[list[tuple[Job, str
 
 
 def _model_bytes(p: Path) -> int:
-    from fpcore.fleet.digest import model_files
-
     return sum(f.stat().st_size for _, f in model_files(p))
 
 
@@ -200,10 +202,13 @@ def run_fleet(
                 res.scheduler = scheduler or "none (nothing to do)"
                 res.seconds = time.perf_counter() - t0
                 return res
-            vec_digest = {str(p): files_digest(p)[0] for p in plan.vectors}
+            vec_digest = {str(p): checkpoint_digest(p) for p in plan.vectors}
             by_id = dict((jid, j) for j, jid in todo)
+            t_cluster = time.perf_counter()
             with _client(scheduler, workers) as (client, address, n, threads):
                 res.scheduler, res.workers = address, n
+                t_work = time.perf_counter()
+                res.cluster_seconds = t_work - t_cluster
                 batches = _batches(todo, batch_size)
                 payloads = [
                     {
@@ -231,11 +236,16 @@ def run_fleet(
                                 for j in payload["jobs"]
                             ]  # fmt: skip
                         for r in results:
+                            if r.get("worker"):
+                                res.worker_peak_rss[r["worker"]] = max(
+                                    res.worker_peak_rss.get(r["worker"], 0), r.pop("peak_rss", 0)
+                                )
                             job = by_id[r["job_id"]]
                             e = ledger.append(_line(job, r, vec_digest, plan))
                             (res.done if e["status"] == "done" else res.failed).append(e)
                         if bar:
                             bar(len(results), sum(_model_bytes(by_id[r["job_id"]].model) for r in results))
+                res.work_seconds = time.perf_counter() - t_work
         finally:
             ledger.close()
     res.seconds = time.perf_counter() - t0

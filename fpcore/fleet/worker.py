@@ -10,12 +10,13 @@ deterministic; an output this job already committed is replaced by an identical 
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
-from fpcore.fleet.digest import files_digest
+from fpcore.fleet.digest import file_stats
 
 
 def _worker_name() -> str:
@@ -71,8 +72,9 @@ def _verify(job: dict[str, Any], key_path: str | None) -> dict[str, Any]:
     return out
 
 
-def _stamp(jobs: list[dict[str, Any]], key_path: str | None) -> None:
-    """One stamp call for `jobs` (they share vectors and alphas)."""
+def _stamp(jobs: list[dict[str, Any]], key_path: str | None) -> dict[str, tuple[str, str]]:
+    """One stamp call for `jobs` (they share vectors and alphas); each job's (model digest, output
+    digest), hashed while the stamp streams the bytes."""
     from fpcore.stamping import stamp
     from fpcore.trace.key import TraceKey
 
@@ -80,7 +82,7 @@ def _stamp(jobs: list[dict[str, Any]], key_path: str | None) -> None:
     coded = jobs[0]["licensee"] is not None
     for j in jobs:
         Path(j["output"]).parent.mkdir(parents=True, exist_ok=True)
-    stamp(
+    res = stamp(
         vecs,
         [j["model"] for j in jobs],
         None,
@@ -88,7 +90,9 @@ def _stamp(jobs: list[dict[str, Any]], key_path: str | None) -> None:
         overwrite=True,  # only stamped outputs (this job's, from a run cut short) are in the way (run_batch)
         trace_key=TraceKey.load(key_path) if coded and key_path else None,
         licensees=[j["licensee"] for j in jobs] if coded else None,
+        digests=True,
     )
+    return {j["job_id"]: d for j, d in zip(jobs, zip(res.model_digests, res.output_digests, strict=True), strict=True)}
 
 
 def run_batch(batch: dict[str, Any]) -> list[dict[str, Any]]:
@@ -113,16 +117,17 @@ def run_batch(batch: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             todo.append(j)
     seconds: dict[str, float] = {}
+    digests: dict[str, tuple[str, str]] = {}
     if todo:
         try:
-            _stamp(todo, key_path)
+            digests = _stamp(todo, key_path)
             share = (time.perf_counter() - t0) / len(todo)
             seconds = {j["job_id"]: share for j in todo}
         except Exception:  # one bad model fails the batch call: find it by running each job alone
             for j in todo:
                 t1 = time.perf_counter()
                 try:
-                    _stamp([j], key_path)
+                    digests.update(_stamp([j], key_path))
                     seconds[j["job_id"]] = time.perf_counter() - t1
                 except Exception as exc:
                     results[j["job_id"]] = {"status": "failed", "error": _error(exc)}
@@ -132,13 +137,12 @@ def run_batch(batch: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         t1 = time.perf_counter()
         try:
-            model_digest, _ = files_digest(Path(j["model"]))
-            output_digest, files = files_digest(Path(j["output"]))
+            files = file_stats(Path(j["output"]))
             r: dict[str, Any] = {
                 "status": "done",
                 "error": None,
-                "model_digest": model_digest,
-                "output_digest": output_digest,
+                "model_digest": digests[jid][0],
+                "output_digest": digests[jid][1],
                 "output_files": files,
                 "bytes": sum(size for size, _ in files.values()),
             }
@@ -148,7 +152,8 @@ def run_batch(batch: dict[str, Any]) -> list[dict[str, Any]]:
             r = {"status": "failed", "error": f"after stamping: {_error(exc)}"}
         seconds[jid] = seconds.get(jid, 0.0) + time.perf_counter() - t1
         results[jid] = r
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     return [
-        {"job_id": jid, "worker": worker, "seconds": round(seconds.get(jid, 0.0), 4), **results[jid]}
+        {"job_id": jid, "worker": worker, "peak_rss": peak, "seconds": round(seconds.get(jid, 0.0), 4), **results[jid]}
         for jid in (j["job_id"] for j in batch["jobs"])
     ]

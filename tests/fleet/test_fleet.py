@@ -22,6 +22,7 @@ from fpcore.fleet.ledger import GENESIS, read_ledger  # noqa: E402
 from fpcore.fleet.plan import PlanError, load_plan  # noqa: E402
 from fpcore.fleet.worker import run_batch  # noqa: E402
 from fpcore.io import write_safetensors  # noqa: E402
+from fpcore.io.digest import checkpoint_digest  # noqa: E402
 from fpcore.trace.key import TraceKey  # noqa: E402
 
 SHAPES = {"embed.weight": (512, 128), "layers.0.q.weight": (256, 256), "layers.0.mlp.weight": (512, 256)}
@@ -145,7 +146,9 @@ def test_local_cluster_run_equals_fpcore_stamp_and_ledger_chains(world, oracle, 
     by_index = {e["job"]["index"]: e for e in st.entries}
     for i, e in by_index.items():
         assert e["status"] == "done" and e["error"] is None
-        assert len(e["model_digest"]) == 64 and len(e["output_digest"]) == 64 and len(e["vector_digests"]) == 1
+        assert e["model_digest"] == checkpoint_digest(e["job"]["model"])
+        assert e["output_digest"] == checkpoint_digest(e["job"]["output"])
+        assert e["vector_digests"] == [checkpoint_digest(world / "fp.safetensors")]
         assert e["bytes"] > 0 and e["worker"].startswith("tcp://127.0.0.1:")
         v = e["verify"]["vectors"][0]
         assert v["alpha_hat"] == pytest.approx(e["alpha"][0], abs=0.02), (i, v)
