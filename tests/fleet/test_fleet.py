@@ -367,3 +367,32 @@ def test_fpcore_stamp_does_not_import_dask(world, tmp_path):
         "assert rc == 0; assert 'distributed' not in sys.modules and 'dask' not in sys.modules, 'dask imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_killed_worker_costs_nothing_but_time(world, oracle, tmp_path):
+    """SIGKILL one Dask worker process mid-run: its batch runs again elsewhere; every job is done once,
+    every output is fpcore stamp's."""
+    psutil = pytest.importorskip("psutil")
+    plan = _workspace(world, tmp_path)
+    ledger = tmp_path / "out" / "fleet-ledger.jsonl"
+    cmd = [sys.executable, "-m", "fpcore.cli", "fleet", "run", str(plan), "--workers", "2", "--batch", "1", "--json"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (ledger.exists() and ledger.read_bytes().count(b"\n") >= 1):
+            assert p.poll() is None and time.time() < deadline, "the run ended before a worker could be killed"
+            time.sleep(0.005)
+        # the nannies live in the driver; the workers are its spawned children
+        kids = psutil.Process(p.pid).children(recursive=True)
+        workers = [c for c in kids if "spawn_main" in " ".join(c.cmdline())]
+        assert workers, "no worker processes found"
+        workers[0].kill()
+        out, _ = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, out
+    st = read_ledger(ledger)
+    assert st.intact and sorted(e["job"]["index"] for e in st.entries) == list(range(N))
+    assert all(e["status"] == "done" for e in st.entries)
+    _assert_same_outputs(tmp_path / "out", oracle)
