@@ -284,7 +284,7 @@ def test_stamp_in_place_equals_stamp_to_output(family):
     assert files_digest(family["down1"]) == files_digest(family["tmp"] / "out")  # same bytes, file by file
     assert untouched.stat().st_ino == ino  # a shard tau does not touch is left alone
     assert not list(family["down1"].glob(".fpcore-tmp-*"))
-    with pytest.raises(ValueError, match="either an output path or in_place"):
+    with pytest.raises(ValueError, match="one of an output path, outputs"):
         stamping.stamp([(vec, 1.0)], [family["down1"]], family["tmp"] / "x", in_place=True)
 
 
