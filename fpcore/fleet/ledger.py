@@ -49,6 +49,19 @@ class LedgerState:
         return out
 
 
+def _line_problem(e: dict[str, Any], k: int, prev: str) -> str | None:
+    """Why line k (already parsed) breaks the chain, or None."""
+    if e.get("format") != FORMAT:
+        return f": format {e.get('format')!r}, expected {FORMAT}"
+    if e.get("prev") != prev:
+        return f": prev does not match line {k - 1}'s hash (a line removed or moved)"
+    if e.get("hash") != line_hash(e):
+        return f" (job {e.get('job', {}).get('index')}): hash mismatch (edited)"
+    if e.get("seq") != k:
+        return f": seq {e.get('seq')!r}, expected {k}"
+    return None
+
+
 def read_ledger(path: Path) -> LedgerState:
     """Reads and checks the chain. A missing ledger is an empty, intact one."""
     st = LedgerState(path)
@@ -71,21 +84,10 @@ def read_ledger(path: Path) -> LedgerState:
             st.intact = False
             st.problems.append(f"{path}: line {k} is not a JSON object")
             break
-        if e.get("format") != FORMAT:
+        problem = _line_problem(e, k, prev)
+        if problem:
             st.intact = False
-            st.problems.append(f"{path}: line {k}: format {e.get('format')!r}, expected {FORMAT}")
-            break
-        if e.get("prev") != prev:
-            st.intact = False
-            st.problems.append(f"{path}: line {k}: prev does not match line {k - 1}'s hash (a line removed or moved)")
-            break
-        if e.get("hash") != line_hash(e):
-            st.intact = False
-            st.problems.append(f"{path}: line {k} (job {e.get('job', {}).get('index')}): hash mismatch (edited)")
-            break
-        if e.get("seq") != k:
-            st.intact = False
-            st.problems.append(f"{path}: line {k}: seq {e.get('seq')!r}, expected {k}")
+            st.problems.append(f"{path}: line {k}{problem}")
             break
         st.entries.append(e)
         prev = e["hash"]
