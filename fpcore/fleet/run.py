@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,7 +203,10 @@ def run_fleet(
                 res.scheduler = scheduler or "none (nothing to do)"
                 res.seconds = time.perf_counter() - t0
                 return res
-            vec_digest = {str(p): checkpoint_digest(p) for p in plan.vectors}
+            # the vectors' digests are read while the cluster starts
+            pool = ThreadPoolExecutor(1, thread_name_prefix="fpcore-fleet-digest")
+            hashing = pool.submit(lambda: {str(p): checkpoint_digest(p) for p in plan.vectors})
+            pool.shutdown(wait=False)  # the digest runs on; hashing.result() waits for it
             by_id = dict((jid, j) for j, jid in todo)
             t_cluster = time.perf_counter()
             with _client(scheduler, workers) as (client, address, n, threads):
@@ -224,6 +228,7 @@ def run_fleet(
                     for k, p in enumerate(payloads)
                 }
                 total_bytes = sum(_model_bytes(j.model) for j, _ in todo)
+                vec_digest = hashing.result()
                 with _bars(len(todo), total_bytes, progress) as bar:
                     for fut in as_completed(futures):
                         payload = futures[fut]
