@@ -11,19 +11,12 @@ import argparse
 import sys
 
 
-def _need_dask() -> None:
-    try:
-        import distributed  # noqa: F401
-        import yaml  # noqa: F401
-    except ImportError as exc:
-        raise ValueError(f"fleet needs the `fleet` extra (pip install 'fpcore[fleet]'): {exc}") from None
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    from fpcore._dask import require_dask
     from fpcore.cli import _emit
     from fpcore.fleet.plan import load_plan
 
-    _need_dask()
+    require_dask("fpcore fleet")
     from fpcore.fleet.run import run_fleet
 
     plan = load_plan(args.plan)

@@ -9,7 +9,6 @@ plan apart; the next run removes the temporaries a killed run left in the output
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import shutil
 import sys
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fpcore._dask import cluster_client
 from fpcore.fleet.digest import file_stats, model_files
 from fpcore.fleet.ledger import LedgerState, LedgerWriter, read_ledger
 from fpcore.fleet.plan import Job, Plan
@@ -122,35 +122,6 @@ def _model_bytes(p: Path) -> int:
 
 
 @contextmanager
-def _client(scheduler: str | None, workers: int | None) -> Iterator[tuple[Any, str, int, int | None]]:
-    """(client, scheduler address, workers, kernel threads per worker or None for the worker's own)."""
-    from distributed import Client, LocalCluster
-
-    if scheduler is not None:
-        with Client(scheduler, timeout="20s") as client:
-            n = len(client.scheduler_info(n_workers=-1)["workers"])
-            if n == 0:
-                raise ValueError(f"--scheduler {scheduler}: the cluster has no workers")
-            yield client, scheduler, n, None
-        return
-    cores = os.cpu_count() or 1
-    n = workers if workers else max(1, cores - 1)
-    with (
-        LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            scheduler_port=0,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client, cluster.scheduler_address, n, max(1, cores // n)
-
-
-@contextmanager
 def _bars(total_jobs: int, total_bytes: int, show: bool) -> Iterator[Any]:
     if not show:
         yield None
@@ -209,7 +180,7 @@ def run_fleet(
             pool.shutdown(wait=False)  # the digest runs on; hashing.result() waits for it
             by_id = dict((jid, j) for j, jid in todo)
             t_cluster = time.perf_counter()
-            with _client(scheduler, workers) as (client, address, n, threads):
+            with cluster_client(scheduler, workers) as (client, address, n, threads):
                 res.scheduler, res.workers = address, n
                 t_work = time.perf_counter()
                 res.cluster_seconds = t_work - t_cluster

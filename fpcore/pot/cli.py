@@ -57,7 +57,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import require_intact, verify
 
     _threads(args.threads)
-    v = verify(args.record, checks=args.checks, q=args.q, r=args.r, seed=args.seed, model=args.model)
+    v = verify(
+        args.record,
+        checks=args.checks,
+        q=args.q,
+        r=args.r,
+        seed=args.seed,
+        model=args.model,
+        soundness=args.soundness,
+        forged_fraction=args.forged_fraction,
+        scheduler=args.scheduler,
+        workers=args.workers,
+    )
     require_intact(v)
     _out(args, v.as_dict(), _verdict_text(v))
     return 0 if v.accepted else 1
@@ -271,6 +282,15 @@ def register(sub, common) -> None:
     v.add_argument("--r", type=int, default=2, help="random segments replayed as well (default 2)")
     v.add_argument("--checks", type=_checks, default=CHECK_NAMES, help=f"comma list from {','.join(CHECK_NAMES)}")
     v.add_argument("--seed", type=int, default=None, help="the verifier's seed (default: fresh randomness)")
+    v.add_argument(
+        "--soundness",
+        type=float,
+        metavar="P",
+        help="choose R so that a forger who faked --forged-fraction of the segments is missed with chance <= P",
+    )
+    v.add_argument("--forged-fraction", type=float, default=0.5, help="the forger --soundness is against (0.5)")
+    v.add_argument("--workers", type=int, help="replay segments on an embedded Dask LocalCluster of N workers")
+    v.add_argument("--scheduler", metavar="ADDRESS", help="replay segments on an existing Dask cluster")
     threads(v)
     common(v)
     v.set_defaults(func=cmd_verify)

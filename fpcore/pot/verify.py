@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from fpcore import extract_tensors, trajectory_stats
 from .binding import NOT_CHECKED, check_binding, open_model
 from .record import Record, RecordError, canonical, header_of, load_state, open_record, sha256_bytes, sha256_file
 from .result import CheckResult, Verdict
+from .soundness import choose_r, miss_probability
 from .task import Dataset, build_model, build_optimizer, init_bounds, load_dataset, train_step
 
 CHECKS = ("integrity", "data", "init", "replay", "matching")
@@ -39,6 +41,7 @@ DELTA_FLOOR = {"l1": 1e-6, "l2": 1e-6, "linf": 1e-6, "cosine": 1e-9}
 # on digits stays below ~3 (docs/perf/pot_eval.json); a trajectory built of tiny steps with a few real
 # ones shows spikes.
 PROFILE_MAX = 8.0
+SOUNDNESS_F = 0.5  # the forged fraction --soundness is stated against: a forger who saved half the training
 KS_ALPHA = 0.01  # family-wise, Bonferroni-split over the tensors
 
 
@@ -201,7 +204,20 @@ def _distances(rec: Record, segs: list[int], reached: list[list[torch.Tensor]], 
     }
 
 
-def check_replay(rec: Record, data: Dataset, *, q: int = 1, r: int = 2, seed: int | None = None) -> CheckResult:
+def check_replay(
+    rec: Record,
+    data: Dataset,
+    *,
+    q: int = 1,
+    r: int = 2,
+    seed: int | None = None,
+    soundness: float | None = None,
+    forged_fraction: float = SOUNDNESS_F,
+    cluster: tuple[Any, int | None] | None = None,
+) -> CheckResult:
+    """Replay the top-Q segments of each epoch and R random ones (with `soundness`, R chosen so that a
+    forger who faked `forged_fraction` of the segments is missed with chance <= soundness; see
+    soundness.py). `cluster`: (Dask client, threads per worker) to replay the segments there."""
     t0 = time.perf_counter()
     profile = update_profile(rec)
     epochs = rec.segment_epochs()
@@ -211,12 +227,19 @@ def check_replay(rec: Record, data: Dataset, *, q: int = 1, r: int = 2, seed: in
         if not v > 0:
             return CheckResult("replay", False, f"median {m} update size is {v}: the record does not train", {})
     chosen = top_q(profile, epochs, q)
+    if soundness is not None:
+        r = choose_r(nseg, len(chosen), forged_fraction, soundness)
     rng = np.random.default_rng(secrets.randbits(63) if seed is None else seed)
     rest = np.setdiff1d(np.arange(nseg), chosen)
     rand = sorted(int(x) for x in rng.choice(rest, size=min(r, len(rest)), replace=False)) if r > 0 else []
     segs = sorted(set(chosen) | set(rand))
-    replay = Replayer(rec, data)
-    reached = [replay(j) for j in segs]
+    if cluster is None:
+        replay = Replayer(rec, data)
+        reached = [replay(j) for j in segs]
+    else:
+        from .parallel import replay_segments
+
+        reached = replay_segments(cluster[0], cluster[1], rec, data, segs)
     dist = _distances(rec, segs, reached, typical)
     # calibration: the largest update (the first top-Q segment) replayed in float64 against float32
     cal = [chosen[0]]
@@ -268,12 +291,27 @@ def check_replay(rec: Record, data: Dataset, *, q: int = 1, r: int = 2, seed: in
         "profile_passed": profile_ok,
         "replayed_steps": int(sum(rec.steps[j + 1] - rec.steps[j] for j in segs)),
         "calibration_steps": int(sum(rec.steps[j + 1] - rec.steps[j] for j in cal)),
+        "soundness": {
+            "model": "a forger faked a fraction f of the segments; each faked one replayed is caught; the R "
+            "random segments are drawn after the record is sealed",
+            "target": soundness,
+            "r": len(rand),
+            "forged_fraction": forged_fraction,
+            "miss_at_forged_fraction": miss_probability(nseg, len(chosen), len(rand), forged_fraction),
+            "miss_f50": miss_probability(nseg, len(chosen), len(rand), 0.5),
+            "miss_f05": miss_probability(nseg, len(chosen), len(rand), 0.05),
+        },
     }
     ok = topq_ok and rand_ok and profile_ok
+    snd = figs["soundness"]
+    miss = (
+        f"a forger who faked 50 % of the segments is missed with chance {snd['miss_f50']:.2g}, "
+        f"5 %: {snd['miss_f05']:.2g} (R = {len(rand)})"
+    )
     if ok:
         reason = (
             f"{len(segs)}/{nseg} segments replayed within delta (worst {figs['worst_over_delta']:.3g} x delta); "
-            f"profile spikiness {spikiness:.2f} <= {PROFILE_MAX}"
+            f"profile spikiness {spikiness:.2f} <= {PROFILE_MAX}; {miss}"
         )
     else:
         parts = []
@@ -307,6 +345,10 @@ def verify(
     seed: int | None = None,
     matching: dict | None = None,
     model: str | Path | Mapping[str, torch.Tensor] | None = None,
+    soundness: float | None = None,
+    forged_fraction: float = SOUNDNESS_F,
+    scheduler: str | None = None,
+    workers: int | None = None,
 ) -> Verdict:
     """Run `checks` on a record and combine them: accepted iff every check that ran passed.
 
@@ -315,6 +357,9 @@ def verify(
     model: the model in dispute (a safetensors file or model folder, or a state_dict): the record is
     accepted only if it also ends at that model (`binding`). Without it the verdict's `binding` entry is
     skipped and says that no model was checked.
+    soundness: choose R so that a forger who faked `forged_fraction` of the segments is missed with at
+    most this chance (overrides r). scheduler / workers: replay the segments on Dask (an existing
+    cluster, or an embedded LocalCluster of `workers` processes); the verdict is the serial one.
     Raises RecordError when record.json is missing or malformed (integrity problems are a failed check),
     CheckpointError when `model` is not a readable model.
     """
@@ -356,7 +401,15 @@ def verify(
         if "replay" in checks:
             out["replay"] = CheckResult("replay", None, "skipped: the record's batches index other data")
     else:
-        run("replay", lambda: check_replay(rec, data, q=q, r=r, seed=seed))
+        kw = {"q": q, "r": r, "seed": seed, "soundness": soundness, "forged_fraction": forged_fraction}
+        if scheduler is None and workers is None:
+            run("replay", lambda: check_replay(rec, data, **kw))
+        else:
+            from fpcore._dask import cluster_client, require_dask
+
+            require_dask("pot verify --workers/--scheduler")
+            with cluster_client(scheduler, workers) as (client, _, _, threads):
+                run("replay", lambda: check_replay(rec, data, cluster=(client, threads), **kw))
     if "matching" in checks:
         from .matching import check_matching
 

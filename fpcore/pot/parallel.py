@@ -1,0 +1,47 @@
+"""Segment replay on Dask workers (`fpcore pot verify --workers N | --scheduler ADDRESS`).
+
+Each worker opens the record itself (shared storage, as for fleet runs), checks that its record.json is
+byte for byte the driver's, builds one Replayer per (record, dtype) and keeps it for the segments it is
+given; the driver gets back each segment's reached parameters and measures them exactly as a serial
+verification does, so the verdict is the serial one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_REPLAYERS: dict[tuple[str, str, str], Any] = {}
+
+
+def _replayer(record: str, doc_sha: str, data: Any, dtype: str, threads: int | None) -> Any:
+    from .record import open_record, sha256_file
+    from .verify import Replayer
+
+    key = (record, doc_sha, dtype)
+    rp = _REPLAYERS.get(key)
+    if rp is None:
+        if threads:
+            torch.set_num_threads(threads)
+        got = sha256_file(Path(record) / "record.json")
+        if got != doc_sha:
+            raise ValueError(f"{record}: this worker's record.json differs from the verifier's (not shared storage?)")
+        rp = _REPLAYERS[key] = Replayer(open_record(record), data, getattr(torch, dtype))
+    return rp
+
+
+def replay_task(record: str, doc_sha: str, data: Any, j: int, dtype: str, threads: int | None) -> torch.Tensor:
+    return _replayer(record, doc_sha, data, dtype, threads)(j)[0]
+
+
+def replay_segments(client: Any, threads: int | None, rec: Any, data: Any, segs: list[int]) -> list[list[torch.Tensor]]:
+    """Replay `segs` on the client's workers, one task per segment; results in `segs` order."""
+    from .record import sha256_file
+
+    doc_sha = sha256_file(rec.path / "record.json")
+    [data_f] = client.scatter([data], broadcast=True)
+    futures = [
+        client.submit(replay_task, str(rec.path), doc_sha, data_f, j, "float32", threads, pure=False) for j in segs
+    ]
+    return [[t] for t in client.gather(futures)]

@@ -1,0 +1,73 @@
+"""Soundness of the replay check (the chance a forger is missed; R chosen for a target), and replay on
+Dask workers giving the serial verdict."""
+
+import math
+
+import pytest
+
+from fpcore.pot.record import open_record
+from fpcore.pot.soundness import choose_r, faked_segments, miss_probability
+from fpcore.pot.verify import check_replay, verify
+
+from .conftest import FAST
+
+
+def test_miss_probability_against_hand_computed_cases():
+    # 10 segments, none top-Q, half faked, 2 drawn: C(5,2)/C(10,2) = 10/45
+    assert miss_probability(10, 0, 2, 0.5) == pytest.approx(10 / 45)
+    # 2 of 12 are top-Q: pool 10, F = 6 faked (capped to the pool), 3 drawn: C(4,3)/C(10,3) = 4/120
+    assert miss_probability(12, 2, 3, 0.5) == pytest.approx(4 / 120)
+    assert miss_probability(10, 0, 0, 0.5) == 1.0  # nothing drawn: never caught
+    assert miss_probability(10, 0, 6, 0.5) == 0.0  # more draws than honest segments
+    assert faked_segments(168, 0.05) == 9 and faked_segments(10, 0.5) == 5
+    # below the with-replacement figure, and falling with R
+    for r in range(1, 30):
+        p = miss_probability(168, 8, r, 0.5)
+        assert p <= (1 - 84 / 160) ** r + 1e-15
+        assert p < miss_probability(168, 8, r - 1, 0.5)
+    with pytest.raises(ValueError, match="forged fraction"):
+        miss_probability(10, 0, 2, 0.0)
+
+
+def test_choose_r_is_the_fewest_that_meet_the_target():
+    for n, q, f, target in [(168, 8, 0.5, 1e-6), (168, 8, 0.05, 1e-3), (40, 3, 0.5, 1e-2), (1000, 20, 0.1, 1e-6)]:
+        r = choose_r(n, q, f, target)
+        assert miss_probability(n, q, r, f) <= target
+        assert r == 0 or miss_probability(n, q, r - 1, f) > target
+    assert choose_r(168, 8, 0.5, 1e-6) <= math.ceil(math.log(1e-6) / math.log(0.5))
+
+
+def test_soundness_option_sets_r_and_the_verdict_states_the_miss_chance(honest):
+    path, _, train, _ = honest
+    rec = open_record(path)
+    res = check_replay(rec, train, q=1, seed=3, soundness=1e-4)
+    s = res.figures["soundness"]
+    n, q = res.figures["segments"], len(res.figures["top_q"])
+    assert s["r"] == len(res.figures["random"]) == choose_r(n, q, 0.5, 1e-4)
+    assert s["miss_f50"] <= 1e-4 and s["miss_f50"] == miss_probability(n, q, s["r"], 0.5)
+    assert s["miss_f05"] == miss_probability(n, q, s["r"], 0.05)
+    assert "missed with chance" in res.reason and res.passed
+
+
+def test_replay_on_a_local_cluster_gives_the_serial_verdict(honest):
+    pytest.importorskip("distributed")
+    path, _, train, _ = honest
+    serial = verify(path, train, checks=FAST, seed=5, soundness=1e-3)
+    dist = verify(path, train, checks=FAST, seed=5, soundness=1e-3, workers=2)
+    assert serial.accepted and dist.accepted
+    a, b = serial.checks["replay"].figures, dist.checks["replay"].figures
+    assert a["top_q"] == b["top_q"] and a["random"] == b["random"] and a["failed_segments"] == b["failed_segments"]
+    assert b["worst_over_delta"] == pytest.approx(a["worst_over_delta"], rel=1e-3, abs=1e-9)
+    # a segment that does not replay is caught on the cluster too (the verifier's copy of checkpoint j + 1
+    # changed: the workers replay from the files, the verifier measures against its copy)
+    from fpcore._dask import cluster_client
+
+    rec = open_record(path)
+    j = 4
+    ck = rec.checkpoint(j + 1)
+    for k in ck:
+        if k.startswith("param."):
+            ck[k] = ck[k] * 1.001
+    with cluster_client(None, 2) as (client, _, _, threads):
+        res = check_replay(rec, train, q=len(rec.entries), r=0, seed=0, cluster=(client, threads))
+    assert res.passed is False and j in res.figures["failed_segments"]
