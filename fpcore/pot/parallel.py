@@ -31,12 +31,20 @@ def _replayer(record: str, doc_sha: str, data: Any, dtype: str, threads: int | N
     return rp
 
 
-def replay_task(record: str, doc_sha: str, data: Any, j: int, dtype: str, threads: int | None) -> torch.Tensor:
-    return _replayer(record, doc_sha, data, dtype, threads)(j)[0]
+def replay_task(
+    record: str, doc_sha: str, data: Any, j: int, dtype: str, threads: int | None
+) -> tuple[torch.Tensor, int | None]:
+    """Segment j's reached parameters, and the first step whose digest differs from the record's."""
+    rp = _replayer(record, doc_sha, data, dtype, threads)
+    reached = rp(j)[0]
+    return reached, rp.first_mismatch.get(j)
 
 
-def replay_segments(client: Any, threads: int | None, rec: Any, data: Any, segs: list[int]) -> list[list[torch.Tensor]]:
-    """Replay `segs` on the client's workers, one task per segment; results in `segs` order."""
+def replay_segments(
+    client: Any, threads: int | None, rec: Any, data: Any, segs: list[int]
+) -> tuple[list[list[torch.Tensor]], dict[int, int | None]]:
+    """Replay `segs` on the client's workers, one task per segment: the reached parameters in `segs`
+    order, and per segment the first step whose digest differs from the record's (records with them)."""
     from .record import sha256_file
 
     doc_sha = sha256_file(rec.path / "record.json")
@@ -44,4 +52,6 @@ def replay_segments(client: Any, threads: int | None, rec: Any, data: Any, segs:
     futures = [
         client.submit(replay_task, str(rec.path), doc_sha, data_f, j, "float32", threads, pure=False) for j in segs
     ]
-    return [[t] for t in client.gather(futures)]
+    out = client.gather(futures)
+    firsts = {j: f for j, (_, f) in zip(segs, out, strict=True)} if rec.step_digests() is not None else {}
+    return [[t] for t, _ in out], firsts

@@ -62,6 +62,22 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+STEP_DIGEST = {"algorithm": "blake2b-16/params", "bytes_per_step": 16}
+
+
+def params_digest(model: torch.nn.Module) -> bytes:
+    """16 bytes naming the model's parameters after a step: blake2b over each parameter's name and raw
+    bytes, in sorted name order (what a per-step record keeps; replay compares it bit for bit)."""
+    h = hashlib.blake2b(digest_size=16)
+    for n, p in sorted(model.named_parameters(), key=lambda x: x[0]):
+        t = p.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        h.update(n.encode() + b"\0")
+        h.update(t.contiguous().view(-1).view(torch.uint8).numpy() if t.numel() else b"")
+    return h.digest()
+
+
 def header_of(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k not in ("checkpoints", "head")}
 
@@ -102,10 +118,24 @@ def npy_bytes(arr: np.ndarray) -> bytes:
     return b.getvalue()
 
 
-def finish_record(tmp: Path, header: dict, entries: list[dict], batches: np.ndarray, seeds: list[int], **extra) -> dict:
-    """Write batches.npy and record.json (chain sealed) into the record's temporary folder `tmp`."""
+def finish_record(
+    tmp: Path,
+    header: dict,
+    entries: list[dict],
+    batches: np.ndarray,
+    seeds: list[int],
+    step_digests: bytes | None = None,
+    **extra,
+) -> dict:
+    """Write batches.npy (and step_digests.bin: the parameters' digest after every step) and record.json
+    (chain sealed) into the record's temporary folder `tmp`."""
     buf = npy_bytes(np.asarray(batches, dtype=np.int64))
     (tmp / "batches.npy").write_bytes(buf)
+    if step_digests is not None:
+        if len(step_digests) != STEP_DIGEST["bytes_per_step"] * int(batches.shape[0]):
+            raise ValueError(f"finish_record: {len(step_digests)} bytes of step digests for {batches.shape[0]} steps")
+        (tmp / "step_digests.bin").write_bytes(step_digests)
+        extra["step_digests"] = {**STEP_DIGEST, "file": "step_digests.bin", "sha256": sha256_bytes(step_digests)}
     doc = {
         **header,
         "steps": int(batches.shape[0]),
@@ -251,6 +281,18 @@ class Record:
                 return flat
         ck = self.checkpoint(i)
         return torch.cat([ck[k].float().flatten() for k in sorted(ck) if k.startswith("param.")])
+
+    def step_digests(self) -> bytes | None:
+        """The parameters' digest after every step (steps x 16 bytes), or None for a record without."""
+        sd = self.doc.get("step_digests")
+        if sd is None:
+            return None
+        if "step_digests" not in self._arrays:
+            try:
+                self._arrays["step_digests"] = (self.path / sd["file"]).read_bytes()
+            except (OSError, KeyError, TypeError) as exc:
+                raise RecordError(f"{self.path}: step digests: cannot read ({exc})") from None
+        return self._arrays["step_digests"]
 
     def batches(self) -> np.ndarray:
         """batches.npy (cached, read-only)."""

@@ -28,7 +28,7 @@ import torch
 from fpcore.io import AtomicOutput
 from fpcore.io.atomic import fsync_dir
 
-from .record import checkpoint_tensors, finish_record, make_header, write_checkpoint
+from .record import checkpoint_tensors, finish_record, make_header, params_digest, write_checkpoint
 from .task import Dataset
 
 WRITERS = 4  # writer threads
@@ -117,6 +117,7 @@ class Recorder:
         self.buffer_bytes = int(buffer_bytes)
         self._batches: list[torch.Tensor] = []
         self._seeds: list[int] = []
+        self._digests: list[bytes] = []  # the parameters' digest after every step (16 bytes each)
         self.steps = 0
         self.timings = {"step_s": 0.0, "finish_s": 0.0}  # time spent inside step() and finish()
         self.generator = torch.Generator()
@@ -153,6 +154,7 @@ class Recorder:
         if tuple(idx.shape) != (self.batch_size,):
             raise ValueError(f"Recorder.step: expected {self.batch_size} sample indices, got shape {tuple(idx.shape)}")
         self._batches.append(idx.to(torch.int64, copy=True))
+        self._digests.append(params_digest(self.model))
         self.steps += 1
         if self.steps % self.every == 0:
             self._checkpoint()
@@ -186,6 +188,7 @@ class Recorder:
             entries,
             batches,
             self._seeds,
+            b"".join(self._digests),
             wall_seconds=time.perf_counter() - self._t0,
         )
         self._out.__exit__(None, None, None)

@@ -23,7 +23,18 @@ import torch
 from fpcore import extract_tensors, trajectory_stats
 
 from .binding import NOT_CHECKED, check_binding, open_model
-from .record import Record, RecordError, canonical, header_of, load_state, open_record, sha256_bytes, sha256_file
+from .record import (
+    STEP_DIGEST,
+    Record,
+    RecordError,
+    canonical,
+    header_of,
+    load_state,
+    open_record,
+    params_digest,
+    sha256_bytes,
+    sha256_file,
+)
 from .result import CheckResult, Verdict
 from .soundness import choose_r, miss_probability
 from .task import Dataset, build_model, build_optimizer, init_bounds, load_dataset, train_step
@@ -64,6 +75,18 @@ def check_integrity(rec: Record) -> CheckResult:
             problems.append(f"batches file {bfile.name}: shape {b.shape}, expected {want}")
         elif b.size and (b.min() < 0 or b.max() >= int(doc["dataset"]["size"])):
             problems.append(f"batches file {bfile.name}: indices outside 0..{int(doc['dataset']['size']) - 1}")
+    sd = doc.get("step_digests")
+    if sd is not None:
+        f = rec.path / str(sd.get("file", ""))
+        want = int(doc["steps"]) * int(sd.get("bytes_per_step", 0))
+        if sd.get("algorithm") != STEP_DIGEST["algorithm"] or sd.get("bytes_per_step") != STEP_DIGEST["bytes_per_step"]:
+            problems.append(f"step digests: scheme {sd.get('algorithm')!r} unknown")
+        elif not f.is_file():
+            problems.append(f"step digests file {f.name} is missing")
+        elif f.stat().st_size != want:
+            problems.append(f"step digests file {f.name}: {f.stat().st_size} bytes, expected {want}")
+        elif sha256_file(f) != sd.get("sha256"):
+            problems.append(f"step digests file {f.name}: sha256 mismatch")
     prev = sha256_bytes(canonical(header_of(doc)))
     steps = rec.steps
     k = int(doc["every"])
@@ -151,6 +174,8 @@ class Replayer:
         self.seeds = [int(s) for s in doc["segment_seeds"]]
         self.gen = torch.Generator()
         self.names = [k.removeprefix("param.") for k in sorted(rec.checkpoint(0)) if k.startswith("param.")]
+        self.digests = rec.step_digests() if dtype == torch.float32 else None  # the record's dtype: float32
+        self.first_mismatch: dict[int, int | None] = {}  # segment -> first step whose digest differs (None: all equal)
 
     def __call__(self, j: int) -> list[torch.Tensor]:
         """Replay segment j (checkpoint j to j+1) on its recorded batches and augmentation seed; the
@@ -159,8 +184,15 @@ class Replayer:
         load_state(self.model, self.opt, self.rec.checkpoint(j))
         self.gen.manual_seed(self.seeds[j])
         steps = self.rec.steps
+        first = None
+        w = STEP_DIGEST["bytes_per_step"]
         for s in range(steps[j], steps[j + 1]):
             train_step(self.model, self.opt, self.data, self.batches[s], aug_std=self.aug, generator=self.gen)
+            if self.digests is not None and first is None:
+                if params_digest(self.model) != self.digests[s * w : (s + 1) * w]:
+                    first = s
+        if self.digests is not None:
+            self.first_mismatch[j] = first
         named = dict(self.model.named_parameters())
         return [torch.cat([named[n].detach().float().flatten() for n in self.names])]
 
@@ -236,10 +268,11 @@ def check_replay(
     if cluster is None:
         replay = Replayer(rec, data)
         reached = [replay(j) for j in segs]
+        firsts = replay.first_mismatch
     else:
         from .parallel import replay_segments
 
-        reached = replay_segments(cluster[0], cluster[1], rec, data, segs)
+        reached, firsts = replay_segments(cluster[0], cluster[1], rec, data, segs)
     dist = _distances(rec, segs, reached, typical)
     # calibration: the largest update (the first top-Q segment) replayed in float64 against float32
     cal = [chosen[0]]
@@ -291,6 +324,11 @@ def check_replay(
         "profile_passed": profile_ok,
         "replayed_steps": int(sum(rec.steps[j + 1] - rec.steps[j] for j in segs)),
         "calibration_steps": int(sum(rec.steps[j + 1] - rec.steps[j] for j in cal)),
+        "step_digests": {
+            "recorded": rec.step_digests() is not None,
+            "bit_exact_segments": sum(firsts.get(j, 0) is None for j in segs) if firsts else 0,
+            "first_differing_step": {str(j): firsts[j] for j in segs if firsts.get(j) is not None},
+        },
         "soundness": {
             "model": "a forger faked a fraction f of the segments; each faked one replayed is caught; the R "
             "random segments are drawn after the record is sealed",
@@ -320,10 +358,15 @@ def check_replay(
             if not topq_ok and not rand_ok:
                 which = "top-Q and random"
             j = worst
+            where = (
+                f"; its replay first differs from the record's step digest at step {firsts[j]}"
+                if firsts.get(j) is not None
+                else ""
+            )
             parts.append(
                 f"{len(bad)}/{len(segs)} replayed segments ({which}) miss the record: segment {j} "
                 f"(steps {rec.steps[j]}-{rec.steps[j + 1]}) lands {figs['worst_over_delta']:.3g} x delta away "
-                f"(l2 {dist['l2'][segs.index(j)]:.3g} typical updates, delta {delta['l2']:.3g})"
+                f"(l2 {dist['l2'][segs.index(j)]:.3g} typical updates, delta {delta['l2']:.3g}){where}"
             )
         if not profile_ok:
             parts.append(f"update-size profile spikiness {spikiness:.1f} > {PROFILE_MAX}")

@@ -2,6 +2,7 @@
 Dask workers giving the serial verdict."""
 
 import math
+import shutil
 
 import pytest
 
@@ -71,3 +72,37 @@ def test_replay_on_a_local_cluster_gives_the_serial_verdict(honest):
     with cluster_client(None, 2) as (client, _, _, threads):
         res = check_replay(rec, train, q=len(rec.entries), r=0, seed=0, cluster=(client, threads))
     assert res.passed is False and j in res.figures["failed_segments"]
+
+
+def test_step_digests_are_recorded_checked_and_locate_the_first_wrong_step(honest, tmp_path):
+    from fpcore.pot.record import STEP_DIGEST
+    from fpcore.pot.verify import check_integrity
+
+    path, _, train, _ = honest
+    rec = open_record(path)
+    sd = rec.doc["step_digests"]
+    assert sd["algorithm"] == STEP_DIGEST["algorithm"]
+    assert len(rec.step_digests()) == 16 * int(rec.doc["steps"])
+    # replay here is bit-exact: every replayed step's digest equals the record's
+    res = check_replay(rec, train, q=1, r=3, seed=0)
+    d = res.figures["step_digests"]
+    assert d["recorded"] and d["bit_exact_segments"] == res.figures["replayed"] and not d["first_differing_step"]
+    # a checkpoint off the trajectory: the replay from it differs at its first step, and the reason says so
+    j = 4
+    ck = rec.checkpoint(j + 1)
+    for k in ck:
+        if k.startswith("param."):
+            ck[k] = ck[k] * 1.001
+    res = check_replay(rec, train, q=len(rec.entries), r=0, seed=0)
+    first = res.figures["step_digests"]["first_differing_step"]
+    assert first == {str(j + 1): rec.steps[j + 1]}
+    assert f"first differs from the record's step digest at step {rec.steps[j + 1]}" in res.reason
+    # the digests file is part of the sealed record: one flipped byte fails integrity, naming it
+    bad = tmp_path / "bad"
+    shutil.copytree(path, bad)
+    f = bad / sd["file"]
+    raw = bytearray(f.read_bytes())
+    raw[100] ^= 1
+    f.write_bytes(bytes(raw))
+    integ = check_integrity(open_record(bad))
+    assert integ.passed is False and "step digests file step_digests.bin: sha256 mismatch" in integ.reason
