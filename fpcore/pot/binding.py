@@ -21,7 +21,7 @@ from fpcore.io import AtomicOutput, Checkpoint, write_safetensors
 
 from .record import Record
 from .result import CheckResult
-from .task import build_model
+from .tasks import model_of_record
 
 MAX_LISTED = 20  # problems kept in the figures (the count is always whole)
 
@@ -51,7 +51,7 @@ def expected_names(rec: Record) -> list[tuple[str, str, list[str]]]:
     """(checkpoint key, canonical name, every state_dict name of that tensor) in state_dict order, for the
     record's model as built by its task: parameters as `param.<n>`, persistent buffers as `buffer.<n>`,
     where <n> is the first name (the one named_parameters / named_buffers give and the Recorder stores)."""
-    model = build_model(rec.doc["model"])
+    model = model_of_record(rec.doc)
     canon: dict[int, tuple[str, str]] = {}
     for n, p in model.named_parameters(remove_duplicate=False):
         canon.setdefault(id(p), (f"param.{n}", n))

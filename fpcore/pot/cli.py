@@ -97,11 +97,30 @@ def _recipe(rec):
 
 def _final_model(rec):
     from .record import load_state
-    from .task import build_model
+    from .tasks import model_of_record
 
-    model = build_model(rec.doc["model"])
+    model = model_of_record(rec.doc)
     load_state(model, None, rec.checkpoint(len(rec.entries) - 1))
     return model
+
+
+def _train_task(args: argparse.Namespace) -> int:
+    from .tasks import task_class
+    from .train import train_task
+
+    task = task_class(args.task)({"epochs": args.epochs} if args.epochs is not None else None)
+    if args.save_model and Path(args.save_model).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.save_model}: already exists (pass --overwrite to replace it)")
+    path, model, sec = train_task(args.output, task, args.seed, every=args.every, overwrite=args.overwrite)
+    res = {"record": str(path), "seconds": sec, "task": task.describe()}
+    text = f"wrote {path}: task {task.name}, recorded in {sec:.2f} s"
+    if args.save_model:
+        from .binding import save_model
+
+        res["model"] = str(save_model(model, args.save_model, overwrite=args.overwrite))
+        text += f"; the trained model in {res['model']}"
+    _out(args, res, text)
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -109,6 +128,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import RunConfig, train_recorded
 
     _threads(args.threads)
+    if args.task != "digits-mlp":
+        return _train_task(args)
+    if args.epochs is None:
+        args.epochs = 4
     cfg = RunConfig(epochs=args.epochs, every=args.every)
     train, test = load_digits_split()
     if args.save_model and Path(args.save_model).exists() and not args.overwrite:
@@ -295,10 +318,13 @@ def register(sub, common) -> None:
     common(v)
     v.set_defaults(func=cmd_verify)
 
-    t = ps.add_parser("train", help="train and record an honest run on digits")
+    t = ps.add_parser("train", help="train and record an honest run (digits-mlp, tiny-lm, or a registered task)")
     t.add_argument("-o", "--output", required=True, help="the record folder to write")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--epochs", type=int, default=4)
+    t.add_argument("--epochs", type=int, default=None, help="epochs (default: the task's; digits-mlp 4)")
+    t.add_argument(
+        "--task", default="digits-mlp", help="digits-mlp (default), tiny-lm, or a task registered via fpcore.pot_tasks"
+    )
     t.add_argument("--every", type=int, default=4, help="checkpoint interval k in steps")
     t.add_argument("--save-model", metavar="M", help="also write the trained model here (.safetensors)")
     t.add_argument("--overwrite", action="store_true")

@@ -192,7 +192,7 @@ def checkpoint_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer | None
         names = {id(p): n for n, p in model.named_parameters()}
         for p, st in opt.state.items():
             for k, v in st.items():
-                if isinstance(v, torch.Tensor) and v.numel() == p.numel():
+                if isinstance(v, torch.Tensor):  # moments, momentum buffers, and AdamW's step counter
                     out[f"optim.{names[id(p)]}.{k}"] = v.detach().to("cpu", copy=True).contiguous()
     return out
 
@@ -216,7 +216,8 @@ def load_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None, tensor
             if key.startswith("optim."):
                 name, state = key[len("optim.") :].rsplit(".", 1)
                 p = params[name]
-                opt.state[p][state] = t.to(p.dtype).clone()
+                # per-element state takes the model's dtype; counters (AdamW's step) keep their own
+                opt.state[p][state] = t.to(p.dtype).clone() if t.numel() == p.numel() else t.clone()
 
 
 def params_of(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -89,6 +89,7 @@ class Recorder:
         overwrite: bool = False,
         optimizer_override: dict | None = None,
         buffer_bytes: int = 64 << 20,
+        task: dict | None = None,
     ) -> None:
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"Recorder: every must be an int >= 1, got {every!r}")
@@ -105,6 +106,9 @@ class Recorder:
             every=every,
             aug_std=aug_std,
         )
+        if task is not None:  # {name, config, code_digest} (fpcore.pot.tasks): replay runs that task's code
+            self.header["task"] = task
+            self.header["schedule"] = {"name": f"task:{task['name']}"}
         self._out = _RecordOutput(folder, overwrite=overwrite)
         self._tmp = self._out.__enter__()
         (self._tmp / "ckpt").mkdir()

@@ -87,6 +87,62 @@ def train_recorded(
     return path, model, time.perf_counter() - t0
 
 
+def train_task(
+    folder: str | Path,
+    task,
+    seed: int,
+    *,
+    every: int = 4,
+    overwrite: bool = False,
+    timings: dict | None = None,
+    record: bool = True,
+) -> tuple[Path | None, torch.nn.Module, float]:
+    """Train a registered task (fpcore.pot.tasks) from the seed's initialisation, recording every step
+    (record=False: the same training without a Recorder, the overhead baseline); returns (record folder
+    or None, final model, seconds of the whole run)."""
+    data = task.load_data()
+    model = task.build_model(seed)
+    opt = task.build_optimizer(model)
+    b = task.batch_size()
+    rng = np.random.default_rng([seed, 1])
+    t0 = time.perf_counter()
+    rec = None
+    gen = torch.Generator()
+    if record:
+        rec = Recorder(
+            folder,
+            model,
+            opt,
+            data,
+            every=every,
+            model_spec={"builder": f"task:{task.name}"},
+            init={"scheme": "task", "seed": int(seed)},
+            batch_size=b,
+            seed=seed,
+            overwrite=overwrite,
+            optimizer_override={"name": f"task:{task.name}"},
+            task=task.describe(),
+        )
+        gen = rec.generator
+    else:
+        from .recorder import segment_seed
+
+        gen.manual_seed(segment_seed(seed, 0))
+    step = 0
+    epochs = task.total_steps(data) // max(1, len(data) // b)
+    for _ in range(epochs):
+        for idx in epoch_batches(len(data), b, rng):
+            t = torch.from_numpy(idx)
+            task.train_step(model, opt, data, t, step, gen)
+            if rec is not None:
+                rec.step(t)
+            step += 1
+    path = rec.finish() if rec is not None else None
+    if timings is not None and rec is not None:
+        timings.update(rec.timings)
+    return path, model, time.perf_counter() - t0
+
+
 def train_plain(cfg: RunConfig, data: Dataset, seed: int) -> tuple[torch.nn.Module, float]:
     """The same training without a Recorder (the overhead baseline)."""
     model, opt, _ = fresh(cfg, data, seed)

@@ -38,6 +38,7 @@ from .record import (
 from .result import CheckResult, Verdict
 from .soundness import choose_r, miss_probability
 from .task import Dataset, build_model, build_optimizer, init_bounds, load_dataset, train_step
+from .tasks import task_of_record
 
 CHECKS = ("integrity", "data", "init", "replay", "matching")
 METRICS = ("l1", "l2", "linf", "cosine")
@@ -167,8 +168,13 @@ class Replayer:
     def __init__(self, rec: Record, data: Dataset, dtype: torch.dtype = torch.float32) -> None:
         doc = rec.doc
         self.rec, self.data = rec, data
-        self.model = build_model(doc["model"]).to(dtype)
-        self.opt = build_optimizer(doc["optimizer"], self.model.parameters())
+        self.task = task_of_record(doc)  # TaskError when this fpcore's code for it differs from the record's
+        if self.task is not None:
+            self.model = self.task.build_model(None).to(dtype)
+            self.opt = self.task.build_optimizer(self.model)
+        else:
+            self.model = build_model(doc["model"]).to(dtype)
+            self.opt = build_optimizer(doc["optimizer"], self.model.parameters())
         self.batches = torch.from_numpy(rec.batches().copy())
         self.aug = float(doc["augment"].get("std", 0.0))
         self.seeds = [int(s) for s in doc["segment_seeds"]]
@@ -187,7 +193,10 @@ class Replayer:
         first = None
         w = STEP_DIGEST["bytes_per_step"]
         for s in range(steps[j], steps[j + 1]):
-            train_step(self.model, self.opt, self.data, self.batches[s], aug_std=self.aug, generator=self.gen)
+            if self.task is not None:
+                self.task.train_step(self.model, self.opt, self.data, self.batches[s], s, self.gen)
+            else:
+                train_step(self.model, self.opt, self.data, self.batches[s], aug_std=self.aug, generator=self.gen)
             if self.digests is not None and first is None:
                 if params_digest(self.model) != self.digests[s * w : (s + 1) * w]:
                     first = s
@@ -436,10 +445,14 @@ def verify(
             for c in checks:
                 out.setdefault(c, CheckResult(c, None, "skipped: the record does not end at the model"))
             return Verdict(str(rec.path), False, out, label)
+    task = task_of_record(rec.doc)  # TaskError (exit 2) when the task's code differs from the record's
     if data is None and any(c in checks for c in ("data", "replay")):
-        data = load_dataset({**src, "split": "train"})
+        data = task.load_data() if task is not None else load_dataset({**src, "split": "train"})
     run("data", lambda: check_data(rec, data))
-    run("init", lambda: check_init(rec))
+    if task is None:
+        run("init", lambda: check_init(rec))
+    elif "init" in checks:
+        out["init"] = CheckResult("init", None, f"skipped: task {task.name} declares no initialiser test")
     if "data" in out and not out["data"].passed:
         if "replay" in checks:
             out["replay"] = CheckResult("replay", None, "skipped: the record's batches index other data")
@@ -453,7 +466,9 @@ def verify(
             require_dask("pot verify --workers/--scheduler")
             with cluster_client(scheduler, workers) as (client, _, _, threads):
                 run("replay", lambda: check_replay(rec, data, cluster=(client, threads), **kw))
-    if "matching" in checks:
+    if "matching" in checks and task is not None:
+        out["matching"] = CheckResult("matching", None, "skipped: trajectory matching is built for digits-mlp only")
+    elif "matching" in checks:
         from .matching import check_matching
 
         if test_data is None:
