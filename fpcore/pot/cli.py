@@ -68,6 +68,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         forged_fraction=args.forged_fraction,
         scheduler=args.scheduler,
         workers=args.workers,
+        store=args.store,
     )
     require_intact(v)
     _out(args, v.as_dict(), _verdict_text(v))
@@ -120,6 +121,19 @@ def _train_task(args: argparse.Namespace) -> int:
         res["model"] = str(save_model(model, args.save_model, overwrite=args.overwrite))
         text += f"; the trained model in {res['model']}"
     _out(args, res, text)
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from .record import split_record
+
+    moved = split_record(args.record, args.store)
+    left = sum(f.stat().st_size for f in Path(args.record).rglob("*") if f.is_file())
+    _out(
+        args,
+        {"record": args.record, "store": args.store, "moved_bytes": moved, "record_bytes": left},
+        f"moved {moved:,} bytes of checkpoints to {args.store}; the light record {args.record} holds {left:,} bytes",
+    )
     return 0
 
 
@@ -314,9 +328,18 @@ def register(sub, common) -> None:
     v.add_argument("--forged-fraction", type=float, default=0.5, help="the forger --soundness is against (0.5)")
     v.add_argument("--workers", type=int, help="replay segments on an embedded Dask LocalCluster of N workers")
     v.add_argument("--scheduler", metavar="ADDRESS", help="replay segments on an existing Dask cluster")
+    v.add_argument("--store", metavar="DIR", help="the prover's checkpoint store of a light record (pot split)")
     threads(v)
     common(v)
     v.set_defaults(func=cmd_verify)
+
+    sp = ps.add_parser(
+        "split", help="move a record's checkpoints to a store, leaving the light record a claimant hands over"
+    )
+    sp.add_argument("record", help="the record folder")
+    sp.add_argument("--store", required=True, metavar="DIR", help="the checkpoint store (kept by the prover)")
+    common(sp)
+    sp.set_defaults(func=cmd_split)
 
     t = ps.add_parser("train", help="train and record an honest run (digits-mlp, tiny-lm, or a registered task)")
     t.add_argument("-o", "--output", required=True, help="the record folder to write")

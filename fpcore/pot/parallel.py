@@ -15,7 +15,7 @@ import torch
 _REPLAYERS: dict[tuple[str, str, str], Any] = {}
 
 
-def _replayer(record: str, doc_sha: str, data: Any, dtype: str, threads: int | None) -> Any:
+def _replayer(record: str, doc_sha: str, data: Any, dtype: str, threads: int | None, store: str | None) -> Any:
     from .record import open_record, sha256_file
     from .verify import Replayer
 
@@ -27,15 +27,15 @@ def _replayer(record: str, doc_sha: str, data: Any, dtype: str, threads: int | N
         got = sha256_file(Path(record) / "record.json")
         if got != doc_sha:
             raise ValueError(f"{record}: this worker's record.json differs from the verifier's (not shared storage?)")
-        rp = _REPLAYERS[key] = Replayer(open_record(record), data, getattr(torch, dtype))
+        rp = _REPLAYERS[key] = Replayer(open_record(record, store), data, getattr(torch, dtype))
     return rp
 
 
 def replay_task(
-    record: str, doc_sha: str, data: Any, j: int, dtype: str, threads: int | None
+    record: str, doc_sha: str, data: Any, j: int, dtype: str, threads: int | None, store: str | None = None
 ) -> tuple[torch.Tensor, int | None]:
     """Segment j's reached parameters, and the first step whose digest differs from the record's."""
-    rp = _replayer(record, doc_sha, data, dtype, threads)
+    rp = _replayer(record, doc_sha, data, dtype, threads, store)
     reached = rp(j)[0]
     return reached, rp.first_mismatch.get(j)
 
@@ -48,9 +48,11 @@ def replay_segments(
     from .record import sha256_file
 
     doc_sha = sha256_file(rec.path / "record.json")
+    store = str(rec.store) if rec.store is not None else None
     [data_f] = client.scatter([data], broadcast=True)
     futures = [
-        client.submit(replay_task, str(rec.path), doc_sha, data_f, j, "float32", threads, pure=False) for j in segs
+        client.submit(replay_task, str(rec.path), doc_sha, data_f, j, "float32", threads, store, pure=False)
+        for j in segs
     ]
     out = client.gather(futures)
     firsts = {j: f for j, (_, f) in zip(segs, out, strict=True)} if rec.step_digests() is not None else {}

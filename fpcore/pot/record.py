@@ -62,6 +62,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+UPDATE_METRICS = ("l1", "l2", "linf", "cosine")  # a segment's committed update sizes (record.update_sizes)
 STEP_DIGEST = {"algorithm": "blake3-16/params", "bytes_per_step": 16}
 
 
@@ -238,6 +239,7 @@ class Record:
 
     path: Path
     doc: dict
+    store: Path | None = None  # where checkpoints not in the record folder are (the prover's store)
     _cache: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _raw: dict[int, bytes] = field(default_factory=dict, repr=False)
@@ -257,14 +259,28 @@ class Record:
         """Checkpoint i's file content, read once (kept for the checks that follow when it is small)."""
         if i in self._raw:
             return self._raw[i]
-        f = self.path / self.entries[i]["file"]
+        f = self.checkpoint_file(i)
         try:
             raw = f.read_bytes()
         except OSError as exc:
             raise RecordError(f"{self.entry_name(i)}: cannot read: {exc.strerror or exc}") from None
+        e = self.entries[i]
+        if f != self.path / e["file"]:  # from the prover's store: only the sealed record vouches for it
+            if len(raw) != int(e["bytes"]) or hashlib.sha256(raw).hexdigest() != e["sha256"]:
+                raise RecordError(
+                    f"{self.entry_name(i)}: the store's file {f} is not the checkpoint the record sealed "
+                    "(size or sha256 differs)"
+                )
         if len(raw) <= RAW_CACHE_MAX:
             self._raw[i] = raw
         return raw
+
+    def checkpoint_file(self, i: int) -> Path:
+        """Checkpoint i's file: in the record folder, else (a light record) in the store."""
+        f = self.path / self.entries[i]["file"]
+        if not f.exists() and self.store is not None:
+            return self.store / self.entries[i]["file"]
+        return f
 
     def checkpoint(self, i: int) -> dict[str, torch.Tensor]:
         """Checkpoint i's tensors; RecordError naming the entry when the file is missing or unreadable."""
@@ -369,8 +385,9 @@ def _require(doc: dict, path: Path) -> None:
         )
 
 
-def open_record(path: str | Path) -> Record:
-    """Parse and shape-check record.json; RecordError (a ValueError) naming the problem otherwise."""
+def open_record(path: str | Path, store: str | Path | None = None) -> Record:
+    """Parse and shape-check record.json; RecordError (a ValueError) naming the problem otherwise.
+    `store`: the folder holding the checkpoints of a light record (see split_record)."""
     path = Path(path)
     if not path.is_dir():
         raise RecordError(f"{path}: not a record folder")
@@ -384,4 +401,34 @@ def open_record(path: str | Path) -> Record:
     if not isinstance(doc, dict):
         raise RecordError(f"{path}: record.json must hold an object")
     _require(doc, path)
-    return Record(path, doc)
+    if store is not None and not Path(store).is_dir():
+        raise RecordError(f"{store}: the checkpoint store is not a folder")
+    return Record(path, doc, Path(store) if store is not None else None)
+
+
+def split_record(path: str | Path, store: str | Path) -> int:
+    """Move a record's checkpoint files into `store` (same relative paths), leaving a light record: the
+    sealed record.json, batches, step digests and committed update sizes, which is what a claimant hands
+    over; the store stays with the prover, who serves the checkpoints a verifier asks for (their sha256s
+    are sealed in the record). Returns the bytes moved. Each file is copied, fsynced, then removed."""
+    import shutil
+
+    rec = open_record(path)
+    store = Path(store)
+    moved = 0
+    for e in rec.entries:
+        src = rec.path / e["file"]
+        dst = store / e["file"]
+        if not src.exists():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists():
+            raise FileExistsError(f"{dst}: already in the store")
+        tmp = dst.with_name(dst.name + ".part")
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+        moved += src.stat().st_size
+        src.unlink()
+    return moved

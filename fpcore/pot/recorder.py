@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fpcore import trajectory_stats
 from fpcore.io import AtomicOutput
 from fpcore.io.atomic import fsync_dir
 
-from .record import checkpoint_tensors, finish_record, make_header, params_digest, write_checkpoint
+from .record import UPDATE_METRICS, checkpoint_tensors, finish_record, make_header, params_digest, write_checkpoint
 from .task import Dataset
 
 WRITERS = 4  # writer threads
@@ -122,6 +123,8 @@ class Recorder:
         self._batches: list[torch.Tensor] = []
         self._seeds: list[int] = []
         self._digests: list[bytes] = []  # the parameters' digest after every step (16 bytes each)
+        self._prev_flat: torch.Tensor | None = None
+        self._sizes: dict[str, list[float]] = {m: [] for m in UPDATE_METRICS}
         self.steps = 0
         self.timings = {"step_s": 0.0, "finish_s": 0.0}  # time spent inside step() and finish()
         self.generator = torch.Generator()
@@ -136,6 +139,13 @@ class Recorder:
 
     def _checkpoint(self) -> None:
         tensors = checkpoint_tensors(self.model, self.optimizer)  # the only copy on the hot path
+        # the committed update size of the segment this checkpoint ends (the verifier picks top-Q from these)
+        flat = torch.cat([tensors[k].float().flatten() for k in sorted(tensors) if k.startswith("param.")])
+        if self._prev_flat is not None:
+            ts = trajectory_stats([[self._prev_flat]], mode="paired", other=[[flat]])
+            for m in UPDATE_METRICS:
+                self._sizes[m].append(float(getattr(ts, m)[0]))
+        self._prev_flat = flat
         self._queued.append((self.steps, tensors))
         self._queued_bytes += sum(t.numel() * t.element_size() for t in tensors.values())
         if self._queued_bytes > self.buffer_bytes:
@@ -194,6 +204,7 @@ class Recorder:
             self._seeds,
             b"".join(self._digests),
             wall_seconds=time.perf_counter() - self._t0,
+            update_sizes=self._sizes,
         )
         self._out.__exit__(None, None, None)
         self.timings["finish_s"] = time.perf_counter() - t0

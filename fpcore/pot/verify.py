@@ -53,6 +53,7 @@ DELTA_FLOOR = {"l1": 1e-6, "l2": 1e-6, "linf": 1e-6, "cosine": 1e-9}
 # on digits stays below ~3 (docs/perf/pot_eval.json); a trajectory built of tiny steps with a few real
 # ones shows spikes.
 PROFILE_MAX = 8.0
+SIZE_RTOL = 1e-6  # committed update size against the one its checkpoints give (summation order only)
 SOUNDNESS_F = 0.5  # the forged fraction --soundness is stated against: a forger who saved half the training
 KS_ALPHA = 0.01  # family-wise, Bonferroni-split over the tensors
 
@@ -88,6 +89,14 @@ def check_integrity(rec: Record) -> CheckResult:
             problems.append(f"step digests file {f.name}: {f.stat().st_size} bytes, expected {want}")
         elif sha256_file(f) != sd.get("sha256"):
             problems.append(f"step digests file {f.name}: sha256 mismatch")
+    sizes = doc.get("update_sizes")
+    if sizes is not None:
+        nseg = len(rec.entries) - 1
+        bad = [m for m in METRICS if not isinstance(sizes.get(m), list) or len(sizes[m]) != nseg]
+        if bad:
+            problems.append(f"update sizes: {', '.join(bad)} must list one number per segment ({nseg})")
+    in_store = 0
+    missing: list[int] = []
     prev = sha256_bytes(canonical(header_of(doc)))
     steps = rec.steps
     k = int(doc["every"])
@@ -96,22 +105,34 @@ def check_integrity(rec: Record) -> CheckResult:
         if e["prev"] != prev:
             problems.append(f"{name}: hash chain broken (prev does not match the previous entry)")
         prev = sha256_bytes(canonical(e))
-        f = rec.path / e["file"]
+        f = rec.checkpoint_file(i)
         if not f.is_file():
-            problems.append(f"{name}: file is missing")
+            missing.append(i)
             continue
         size = f.stat().st_size
         if size != int(e["bytes"]):
             problems.append(f"{name}: {size} bytes, the record says {e['bytes']} (truncated or replaced)")
             continue
+        if f != rec.path / e["file"]:
+            in_store += 1  # its sha256 is checked when a check reads it (the verifier fetches only those)
+            continue
         if sha256_bytes(rec.raw(i)) != e["sha256"]:
             problems.append(f"{name}: sha256 mismatch (the file was changed after recording)")
+    if missing:
+        where = "in the record folder" + (f" or the store {rec.store}" if rec.store else "")
+        hint = "" if rec.store else " (a light record? pass its checkpoint store: --store DIR)"
+        names = [rec.entry_name(i).split(": ", 1)[1] for i in missing]
+        if len(missing) <= 3:
+            problems += [f"{n}: file is missing {where}{hint}" for n in names]
+        else:
+            listed = ", ".join(names[:3]) + f" and {len(missing) - 3} more"
+            problems.append(f"{len(missing)} checkpoint files missing {where}: {listed}{hint}")
     if doc["head"] != prev:
         problems.append("head does not match the last checkpoint entry's hash")
     want_steps = list(range(0, int(doc["steps"]), k)) + [int(doc["steps"])]
     if steps != want_steps:
         problems.append(f"checkpoint steps {steps[:4]}... do not follow every={k} up to steps={doc['steps']}")
-    figs = {"files": len(rec.entries) + 1, "head": doc["head"], "problems": problems}
+    figs = {"files": len(rec.entries) + 1, "head": doc["head"], "problems": problems, "held_by_store": in_store}
     return CheckResult("integrity", not problems, "; ".join(problems) or "files, sizes, sha256s and chain intact", figs)
 
 
@@ -211,8 +232,26 @@ def replay_segment(rec: Record, data: Dataset, j: int, *, dtype: torch.dtype = t
     return Replayer(rec, data, dtype)(j)
 
 
+def _all_local(rec: Record) -> bool:
+    return all((rec.path / e["file"]).exists() for e in rec.entries)
+
+
+def committed_sizes(rec: Record) -> dict[str, np.ndarray]:
+    sizes = rec.doc["update_sizes"]
+    return {m: np.asarray(sizes[m], dtype=np.float64) for m in METRICS}
+
+
+def _size_mismatch(actual: float, claimed: float) -> bool:
+    return not abs(actual - claimed) <= SIZE_RTOL * max(abs(actual), abs(claimed), 1e-30)
+
+
 def update_profile(rec: Record) -> dict[str, np.ndarray]:
-    """Update size of every segment (theta_j -> theta_j+1), all metrics from one trajectory_stats pass."""
+    """Update size of every segment (theta_j -> theta_j+1), all metrics from one trajectory_stats pass
+    over every checkpoint; for a light record (checkpoints in the prover's store) the sizes the record
+    commits to instead (no checkpoint fetched; check_replay checks the replayed segments' against their
+    checkpoints)."""
+    if rec.doc.get("update_sizes") is not None and not _all_local(rec):
+        return committed_sizes(rec)
     ts = trajectory_stats([[rec.flat_params(i)] for i in range(len(rec.entries))], mode="consecutive")
     return {"l1": ts.l1, "l2": ts.l2, "linf": ts.linf, "cosine": ts.cosine}
 
@@ -303,9 +342,28 @@ def check_replay(
     }
     delta = {m: max(CAL_FACTOR * noise[m], DELTA_FLOOR[m]) for m in METRICS}
     ratio = np.max(np.stack([dist[m] / delta[m] for m in METRICS]), axis=0)  # per segment, worst metric
-    bad = [segs[i] for i in np.flatnonzero(ratio > 1.0)]
-    topq_ok = all(ratio[segs.index(j)] <= 1.0 for j in chosen)
-    rand_ok = all(ratio[segs.index(j)] <= 1.0 for j in rand)
+    # committed update sizes: each replayed segment's must be its checkpoints' (top-Q was chosen from them)
+    # (every segment's when the checkpoints are at hand, then the profile above is the checkpoints' own)
+    lied: dict[int, str] = {}
+    if rec.doc.get("update_sizes") is not None:
+        claimed = committed_sizes(rec)
+        if _all_local(rec):
+            check, actual = list(range(nseg)), profile
+        else:
+            check = segs
+            ts = trajectory_stats(
+                [[rec.flat_params(j)] for j in segs], mode="paired", other=[[rec.flat_params(j + 1)] for j in segs]
+            )
+            actual = {m: dict(zip(segs, getattr(ts, m), strict=True)) for m in METRICS}
+        for j in check:
+            for m in METRICS:
+                a, c = float(actual[m][j]), float(claimed[m][j])
+                if _size_mismatch(a, c):
+                    lied[j] = f"claimed {m} {c:.6g}, its checkpoints give {a:.6g}"
+                    break
+    bad = sorted({segs[i] for i in np.flatnonzero(ratio > 1.0)} | set(lied))
+    topq_ok = all(ratio[segs.index(j)] <= 1.0 for j in chosen) and not lied
+    rand_ok = all(ratio[segs.index(j)] <= 1.0 for j in rand) and not lied
     spik = []
     for e in np.unique(epochs):
         v = profile["l2"][epochs == e]
@@ -326,6 +384,7 @@ def check_replay(
         "worst_segment": worst,
         "worst_over_delta": float(np.max(ratio)),
         "failed_segments": bad,
+        "committed_sizes": {"recorded": rec.doc.get("update_sizes") is not None, "mismatched": sorted(lied)},
         "top_q_passed": topq_ok,
         "random_passed": rand_ok,
         "profile_spikiness": spikiness,
@@ -361,8 +420,8 @@ def check_replay(
             f"profile spikiness {spikiness:.2f} <= {PROFILE_MAX}; {miss}"
         )
     else:
-        parts = []
-        if bad:
+        parts = [f"segment {j}'s committed update size is not its checkpoints' ({why})" for j, why in lied.items()]
+        if set(bad) - set(lied):
             which = "top-Q" if not topq_ok else "random"
             if not topq_ok and not rand_ok:
                 which = "top-Q and random"
@@ -401,6 +460,7 @@ def verify(
     forged_fraction: float = SOUNDNESS_F,
     scheduler: str | None = None,
     workers: int | None = None,
+    store: str | Path | None = None,
 ) -> Verdict:
     """Run `checks` on a record and combine them: accepted iff every check that ran passed.
 
@@ -412,6 +472,8 @@ def verify(
     soundness: choose R so that a forger who faked `forged_fraction` of the segments is missed with at
     most this chance (overrides r). scheduler / workers: replay the segments on Dask (an existing
     cluster, or an embedded LocalCluster of `workers` processes); the verdict is the serial one.
+    store: the folder holding a light record's checkpoints (fpcore.pot.record.split_record); only those
+    the checks use are read, each checked against the sha256 the record sealed.
     Raises RecordError when record.json is missing or malformed (integrity problems are a failed check),
     CheckpointError when `model` is not a readable model.
     """
@@ -419,7 +481,7 @@ def verify(
     if unknown:
         raise ValueError(f"pot verify: unknown check(s) {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
     source = open_model(model) if model is not None else None
-    rec = record if isinstance(record, Record) else open_record(record)
+    rec = record if isinstance(record, Record) else open_record(record, store)
     src = rec.doc["dataset"].get("source", {})
     out: dict[str, CheckResult] = {}
     label = source.label if source is not None else None

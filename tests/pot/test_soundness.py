@@ -96,7 +96,9 @@ def test_step_digests_are_recorded_checked_and_locate_the_first_wrong_step(hones
     res = check_replay(rec, train, q=len(rec.entries), r=0, seed=0)
     first = res.figures["step_digests"]["first_differing_step"]
     assert first == {str(j + 1): rec.steps[j + 1]}
-    assert f"first differs from the record's step digest at step {rec.steps[j + 1]}" in res.reason
+    # and the record's committed update sizes no longer match these checkpoints (segments j and j + 1)
+    assert res.figures["committed_sizes"]["mismatched"] == [j, j + 1]
+    assert "committed update size is not its checkpoints'" in res.reason
     # the digests file is part of the sealed record: one flipped byte fails integrity, naming it
     bad = tmp_path / "bad"
     shutil.copytree(path, bad)
@@ -106,3 +108,58 @@ def test_step_digests_are_recorded_checked_and_locate_the_first_wrong_step(hones
     f.write_bytes(bytes(raw))
     integ = check_integrity(open_record(bad))
     assert integ.passed is False and "step digests file step_digests.bin: sha256 mismatch" in integ.reason
+
+
+def test_a_light_record_verifies_from_the_store_and_refuses_a_wrong_checkpoint(honest, tmp_path):
+    """pot split leaves the sealed record (digests, committed update sizes, batches); the verifier fetches
+    only the checkpoints its checks use, each checked against the sha256 the record sealed."""
+    from fpcore.cli import main
+    from fpcore.pot.record import RecordError, split_record
+
+    path, model, train, _ = honest
+    light, store = tmp_path / "light", tmp_path / "store"
+    shutil.copytree(path, light)
+    full_bytes = sum(f.stat().st_size for f in light.rglob("*") if f.is_file())
+    moved = split_record(light, store)
+    left = sum(f.stat().st_size for f in light.rglob("*") if f.is_file())
+    assert moved + left == full_bytes and left < 0.1 * full_bytes
+    full = verify(path, train, checks=FAST, seed=4, soundness=1e-3, model=model.state_dict())
+    lite = verify(light, train, checks=FAST, seed=4, soundness=1e-3, model=model.state_dict(), store=store)
+    assert full.accepted and lite.accepted
+    a, b = full.checks["replay"].figures, lite.checks["replay"].figures
+    assert a["top_q"] == b["top_q"] and a["random"] == b["random"]  # top-Q from the committed sizes
+    assert lite.checks["integrity"].figures["held_by_store"] == len(open_record(path).entries)
+    # without the store: a damaged record, exit 2, with the hint
+    assert main(["pot", "verify", str(light)]) == 2
+    # a checkpoint in the store that is not the one sealed: refused, naming the entry
+    rec = open_record(light, store)
+    j = b["random"][0]
+    f = store / rec.entries[j + 1]["file"]
+    raw = bytearray(f.read_bytes())
+    raw[-1] ^= 1
+    f.write_bytes(bytes(raw))
+    with pytest.raises(RecordError, match=f"checkpoint entry {j + 1} .*not the checkpoint the record sealed"):
+        verify(light, train, checks=FAST, seed=4, soundness=1e-3, store=store)
+
+
+def test_committed_update_sizes_that_lie_are_caught(honest, tmp_path):
+    """A record whose committed sizes hide its largest update from top-Q: with the checkpoints at hand every
+    segment's size is checked; a light record checks the replayed ones."""
+    from fpcore.pot.record import finish_record
+
+    path, _, train, _ = honest
+    forged = tmp_path / "forged"
+    shutil.copytree(path, forged)
+    rec = open_record(forged)
+    doc = dict(rec.doc)
+    sizes = {m: list(v) for m, v in doc["update_sizes"].items()}
+    j = int(max(range(len(sizes["l2"])), key=lambda i: sizes["l2"][i]))
+    sizes["l2"][j] *= 0.5
+    # reseal the header with the lie (as a forger would), keeping the checkpoint entries
+    header = {k: v for k, v in doc.items() if k not in ("checkpoints", "head", "update_sizes", "step_digests")}
+    header.pop("steps"), header.pop("segment_seeds"), header.pop("batches")
+    entries = [{k: e[k] for k in ("step", "file", "bytes", "sha256")} for e in rec.entries]
+    finish_record(forged, header, entries, rec.batches(), doc["segment_seeds"], rec.step_digests(), update_sizes=sizes)
+    res = check_replay(open_record(forged), train, q=1, r=0, seed=0)
+    assert res.passed is False and j in res.figures["committed_sizes"]["mismatched"]
+    assert f"segment {j}'s committed update size is not its checkpoints'" in res.reason
