@@ -6,7 +6,8 @@ windows of 64 bytes, a checkpoint every 4 steps: 128 segments).
 - recorder overhead: train_task with and without the Recorder in A/B pairs; extra_info
   recorder_overhead = median recorded / median plain - 1 (floor <= 0.10), and the pairs' spread;
 - record size: the record folder against a full-state-every-k record at the same k (the checkpoints'
-  bytes alone); extra_info size_ratio (floor <= 0.10), bytes_per_step;
+  bytes alone); extra_info size_ratio, and light_size_ratio for the light record `pot split` leaves
+  (sealed header, batches, step digests, committed update sizes; floor <= 0.10), bytes_per_step;
 - verification: check_replay with R chosen for a miss chance <= 1e-6 against a forger who faked 50 % of
   the segments; extra_info verify_over_training = its seconds / plain training's (floor <= 0.10), and
   the miss chance the same R gives against a 5 % forger;
@@ -69,6 +70,8 @@ def test_pot_lm_recorder_overhead_and_size(benchmark, lm):
             "record_bytes": total,
             "full_state_every_k_bytes": ck_bytes,
             "size_ratio": round(total / ck_bytes, 4),
+            "light_record_bytes": total - ck_bytes,  # what `pot split` leaves: the checkpoints go to the store
+            "light_size_ratio": round((total - ck_bytes) / ck_bytes, 5),
             "bytes_per_step": round(total / steps, 1),
             "step_digest_bytes_per_step": 16,
         }
