@@ -67,3 +67,17 @@ def test_unknown_tasks_and_configs_are_refused(capsys):
         task_class("no-such-task")
     with pytest.raises(TaskError, match="bad config"):
         TinyLM({"colour": "red"})
+
+
+@pytest.mark.parametrize(
+    "attack", ["interp", "blindfolded", "data-spoof", "penalty", "reverse-noise", "tamper-resealed"]
+)
+def test_every_attack_on_tiny_lm_is_rejected(lm_record, tmp_path, attack):
+    from fpcore.pot.attacks_task import forge_task
+
+    path, model = lm_record
+    fg = forge_task(attack, tmp_path / attack, model, path, 0)
+    v = verify(fg.path, checks=("integrity", "data", "init", "replay"), seed=0, soundness=1e-3)
+    assert not v.accepted, attack
+    failed = {k for k, c in v.checks.items() if c.passed is False}
+    assert failed == ({"data"} if attack == "data-spoof" else {"replay"}), (attack, failed)
