@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .attacks import Forgery, tamper
-from .record import checkpoint_tensors, header_of, open_record, write_record
+from .record import checkpoint_tensors, open_record, recipe_of, write_record
 from .recorder import segment_seed
 from .task import Dataset, epoch_batches
 from .tasks import Task, task_of_record
@@ -38,24 +38,8 @@ def _recipe(honest: Path) -> tuple[dict, Task, Dataset, int]:
     task = task_of_record(rec.doc)
     if task is None:
         raise ValueError(f"{honest}: not a task record")
-    header = {k: v for k, v in header_of(rec.doc).items() if k in _HEADER}
+    header = recipe_of(rec.doc)
     return header, task, task.load_data(), int(rec.doc["every"])
-
-
-_HEADER = (
-    "format",
-    "version",
-    "model",
-    "init",
-    "optimizer",
-    "schedule",
-    "dataset",
-    "batch_size",
-    "every",
-    "steps_per_epoch",
-    "augment",
-    "task",
-)
 
 
 def _theta(model: torch.nn.Module) -> dict[str, torch.Tensor]:

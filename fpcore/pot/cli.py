@@ -114,7 +114,11 @@ def _train_task(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{args.save_model}: already exists (pass --overwrite to replace it)")
     path, model, sec = train_task(args.output, task, args.seed, every=args.every, overwrite=args.overwrite)
     res = {"record": str(path), "seconds": sec, "task": task.describe()}
-    text = f"wrote {path}: task {task.name}, recorded in {sec:.2f} s"
+    return _trained(args, model, res, f"wrote {path}: task {task.name}, recorded in {sec:.2f} s")
+
+
+def _trained(args: argparse.Namespace, model, res: dict, text: str) -> int:
+    """Save the trained model when asked (--save-model), then print."""
     if args.save_model:
         from .binding import save_model
 
@@ -153,14 +157,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     path, model, sec = train_recorded(args.output, cfg, train, args.seed, overwrite=args.overwrite)
     acc = accuracy(model, test)
     res = {"record": str(path), "seconds": sec, "test_accuracy": acc, "config": cfg.as_dict()}
-    text = f"wrote {path}: {cfg.epochs} epochs recorded in {sec:.2f} s, test accuracy {acc:.3f}"
-    if args.save_model:
-        from .binding import save_model
-
-        res["model"] = str(save_model(model, args.save_model, overwrite=args.overwrite))
-        text += f"; the trained model in {res['model']}"
-    _out(args, res, text)
-    return 0
+    return _trained(
+        args, model, res, f"wrote {path}: {cfg.epochs} epochs recorded in {sec:.2f} s, test accuracy {acc:.3f}"
+    )
 
 
 def cmd_forge(args: argparse.Namespace) -> int:

@@ -88,6 +88,15 @@ def header_of(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k not in ("checkpoints", "head")}
 
 
+RUN_KEYS = ("steps", "segment_seeds", "batches", "step_digests", "update_sizes", "wall_seconds")
+
+
+def recipe_of(doc: dict) -> dict:
+    """The header fields known before training (what make_header gives, and the task): a record's recipe,
+    without what its run produced."""
+    return {k: v for k, v in header_of(doc).items() if k not in RUN_KEYS}
+
+
 def seal(doc: dict, entries: list[dict]) -> dict:
     """Chain `entries` (each {step, file, bytes, sha256}) onto the header; returns the full record."""
     prev = sha256_bytes(canonical(header_of(doc)))

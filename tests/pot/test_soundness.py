@@ -145,7 +145,7 @@ def test_a_light_record_verifies_from_the_store_and_refuses_a_wrong_checkpoint(h
 def test_committed_update_sizes_that_lie_are_caught(honest, tmp_path):
     """A record whose committed sizes hide its largest update from top-Q: with the checkpoints at hand every
     segment's size is checked; a light record checks the replayed ones."""
-    from fpcore.pot.record import finish_record
+    from fpcore.pot.record import finish_record, recipe_of
 
     path, _, train, _ = honest
     forged = tmp_path / "forged"
@@ -156,8 +156,7 @@ def test_committed_update_sizes_that_lie_are_caught(honest, tmp_path):
     j = int(max(range(len(sizes["l2"])), key=lambda i: sizes["l2"][i]))
     sizes["l2"][j] *= 0.5
     # reseal the header with the lie (as a forger would), keeping the checkpoint entries
-    header = {k: v for k, v in doc.items() if k not in ("checkpoints", "head", "update_sizes", "step_digests")}
-    header.pop("steps"), header.pop("segment_seeds"), header.pop("batches")
+    header = recipe_of(doc)
     entries = [{k: e[k] for k in ("step", "file", "bytes", "sha256")} for e in rec.entries]
     finish_record(forged, header, entries, rec.batches(), doc["segment_seeds"], rec.step_digests(), update_sizes=sizes)
     res = check_replay(open_record(forged), train, q=1, r=0, seed=0)
