@@ -181,11 +181,31 @@ def cmd_forge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_task(args: argparse.Namespace, log) -> int:
+    from .evaluate_task import evaluate_task
+    from .tasks import task_class
+
+    task = task_class(args.task)()
+    attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip()) if args.attacks else None
+    res = evaluate_task(task, args.seeds, log=log, **({"attacks": attacks} if attacks else {}))
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "pot_eval_task.json").write_text(json.dumps(res, indent=1) + "\n")
+    s = res["summary"]
+    text = f"task {task.name}: honest accepted {s['honest_accepted']}; rejected: " + ", ".join(
+        f"{a} {n}" for a, n in s["attacks_rejected"].items()
+    )
+    _out(args, res, text)
+    return 0 if all(r["accepted"] == (r["kind"] == "honest") for r in res["records"]) else 1
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import run_eval, table
 
     _threads(args.threads)
     log = (lambda s: print(s, file=sys.stderr)) if not args.quiet else (lambda s: None)
+    if args.task != "digits-mlp":
+        return _eval_task(args, log)
     from .attacks import ATTACKS
 
     attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip()) if args.attacks else tuple(ATTACKS)
@@ -367,6 +387,7 @@ def register(sub, common) -> None:
 
     e = ps.add_parser("eval", help="honest runs and every attack on digits, every verifier: the table")
     e.add_argument("--seeds", type=int, default=5)
+    e.add_argument("--task", default="digits-mlp", help="digits-mlp (default: the full table), tiny-lm, or a task")
     e.add_argument("--q", type=int, default=1)
     e.add_argument("--r", type=int, default=2)
     e.add_argument("--out", default=None, help="write pot_eval.json / .md / .png here")

@@ -81,3 +81,17 @@ def test_every_attack_on_tiny_lm_is_rejected(lm_record, tmp_path, attack):
     assert not v.accepted, attack
     failed = {k for k, c in v.checks.items() if c.passed is False}
     assert failed == ({"data"} if attack == "data-spoof" else {"replay"}), (attack, failed)
+
+
+def test_evaluate_task_reports_records_with_kind_and_verdict():
+    from fpcore.pot.evaluate_task import evaluate_task
+
+    res = evaluate_task(TinyLM(SMALL), 1, attacks=("interp", "tamper"), soundness=1e-3)
+    assert [(r["kind"], r["accepted"]) for r in res["records"]] == [
+        ("honest", True),
+        ("interp", False),
+        ("tamper", False),
+    ]
+    assert res["summary"] == {"honest_accepted": "1/1", "attacks_rejected": {"interp": "1/1", "tamper": "1/1"}}
+    with pytest.raises(ValueError, match="unknown task attack"):
+        evaluate_task(TinyLM(SMALL), 1, attacks=("nope",))
