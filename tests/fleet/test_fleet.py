@@ -382,9 +382,13 @@ def test_a_killed_worker_costs_nothing_but_time(world, oracle, tmp_path):
         while not (ledger.exists() and ledger.read_bytes().count(b"\n") >= 1):
             assert p.poll() is None and time.time() < deadline, "the run ended before a worker could be killed"
             time.sleep(0.005)
-        # the nannies live in the driver; the workers are its spawned children
+        # the nannies live in the driver; the workers are forked by its forkserver (or spawned by it)
         kids = psutil.Process(p.pid).children(recursive=True)
-        workers = [c for c in kids if "spawn_main" in " ".join(c.cmdline())]
+        workers = [
+            c
+            for c in kids
+            if ("forkserver" in " ".join(c.cmdline()) and c.ppid() != p.pid) or "spawn_main" in " ".join(c.cmdline())
+        ]
         assert workers, "no worker processes found"
         workers[0].kill()
         out, _ = p.communicate(timeout=300)
