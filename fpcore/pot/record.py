@@ -431,8 +431,11 @@ def split_record(path: str | Path, store: str | Path) -> int:
         if not src.exists():
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.exists():
-            raise FileExistsError(f"{dst}: already in the store")
+        if dst.exists():  # a split cut short after the copy: the store's file must be the sealed one
+            if dst.stat().st_size != int(e["bytes"]) or sha256_file(dst) != e["sha256"]:
+                raise FileExistsError(f"{dst}: already in the store, and not the checkpoint the record sealed")
+            src.unlink()
+            continue
         tmp = dst.with_name(dst.name + ".part")
         shutil.copyfile(src, tmp)
         with open(tmp, "rb+") as f:
