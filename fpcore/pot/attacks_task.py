@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .attacks import Forgery, tamper
+from .attacks import Forgery, _theta_T, tamper
 from .record import checkpoint_tensors, open_record, recipe_of, write_record
 from .recorder import segment_seed
 from .task import Dataset, epoch_batches
@@ -42,14 +42,6 @@ def _recipe(honest: Path) -> tuple[dict, Task, Dataset, int]:
     return header, task, task.load_data(), int(rec.doc["every"])
 
 
-def _theta(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def _state(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> dict[str, torch.Tensor]:
-    return checkpoint_tensors(model, opt)
-
-
 def _line_ckpts(model, theta0, thetaT, n_steps, every):
     out = []
     for s in [*range(0, n_steps, every), n_steps]:
@@ -57,14 +49,14 @@ def _line_ckpts(model, theta0, thetaT, n_steps, every):
         with torch.no_grad():
             for n, p in model.named_parameters():
                 p.copy_(theta0[n] + a * (thetaT[n] - theta0[n]))
-        out.append((s, _state(model, None)))
+        out.append((s, checkpoint_tensors(model, None)))
     return out
 
 
 def interp(folder, final, honest: Path, seed: int, *, stretch: int = 2) -> Forgery:
     header, task, data, every = _recipe(honest)
     model = task.build_model(7_000 + seed)
-    theta0, thetaT = _theta(model), _theta(final)
+    theta0, thetaT = _theta_T(model), _theta_T(final)
     n_steps = stretch * task.total_steps(data)
     ckpts = _line_ckpts(model, theta0, thetaT, n_steps, every)
     rng = np.random.default_rng([seed, 11])
@@ -87,7 +79,7 @@ def blindfolded(folder, final, honest: Path, seed: int, *, real_per_epoch: int =
     header, task, data, every = _recipe(honest)
     model = task.build_model(8_000 + seed)
     opt = task.build_optimizer(model)
-    thetaT = _theta(final)
+    thetaT = _theta_T(final)
     b = task.batch_size()
     spe = len(data) // b
     seg_per_epoch = spe // every
@@ -95,7 +87,7 @@ def blindfolded(folder, final, honest: Path, seed: int, *, real_per_epoch: int =
     n_interp = epochs * (seg_per_epoch - real_per_epoch)
     rng = np.random.default_rng([seed, 12])
     gen = torch.Generator()
-    ckpts = [(0, _state(model, opt))]
+    ckpts = [(0, checkpoint_tensors(model, opt))]
     batches, seeds, step, left = [], [], 0, n_interp
     for _ in range(epochs):
         eb = epoch_batches(len(data), b, rng)
@@ -112,7 +104,7 @@ def blindfolded(folder, final, honest: Path, seed: int, *, real_per_epoch: int =
                 left -= 1
             batches.extend(rows)
             step += every
-            ckpts.append((step, _state(model, opt)))
+            ckpts.append((step, checkpoint_tensors(model, opt)))
     path = write_record(folder, header, ckpts, np.stack(batches), seeds)
     return Forgery(path, "blindfolded", {"real_per_epoch": real_per_epoch, "epochs": epochs})
 
@@ -124,7 +116,7 @@ def _honest_like(folder, task, header, data, seed, every, name, extra=None, fina
     rng = np.random.default_rng([seed, 1])
     gen = torch.Generator()
     b = task.batch_size()
-    ckpts = [(0, _state(model, opt))]
+    ckpts = [(0, checkpoint_tensors(model, opt))]
     batches, seeds, step = [], [], 0
     epochs = max(1, task.total_steps(data) // (len(data) // b))
     for _ in range(epochs):
@@ -135,7 +127,7 @@ def _honest_like(folder, task, header, data, seed, every, name, extra=None, fina
             rows = eb[j * every : (j + 1) * every]
             step = _train_segments(task, model, opt, data, rows, step, gen, extra)
             batches.extend(rows)
-            ckpts.append((step, _state(model, opt)))
+            ckpts.append((step, checkpoint_tensors(model, opt)))
     path = write_record(folder, header, ckpts, np.stack(batches), seeds)
     return Forgery(path, name, {"steps": step}, data)
 
@@ -154,7 +146,7 @@ def data_spoof(folder, final, honest: Path, seed: int) -> Forgery:
 
 def penalty(folder, final, honest: Path, seed: int, *, alpha: float = 0.05) -> Forgery:
     header, task, data, every = _recipe(honest)
-    thetaT = _theta(final)
+    thetaT = _theta_T(final)
 
     def step_with_penalty(model, opt, idx, step, gen):
         task.train_step(model, opt, data, idx, step, gen)
@@ -176,7 +168,7 @@ def reverse_noise(folder, final, honest: Path, seed: int) -> Forgery:
     n_steps = task.total_steps(data)
     rng = np.random.default_rng([seed, 13])
     gen = torch.Generator()
-    states, rows_all = [_state(model, None)], []
+    states, rows_all = [checkpoint_tensors(model, None)], []
     for s in range(n_steps):
         idx = torch.from_numpy(rng.integers(0, len(data), size=b))
         X = data.X[idx].clone()
@@ -187,7 +179,7 @@ def reverse_noise(folder, final, honest: Path, seed: int) -> Forgery:
         task.train_step(model, opt, noisy, torch.arange(b), s, gen)
         rows_all.append(idx.numpy())
         if (s + 1) % every == 0 or s + 1 == n_steps:
-            states.append(_state(model, None))
+            states.append(checkpoint_tensors(model, None))
     states = states[::-1]
     steps = [*range(0, n_steps, every), n_steps]
     ckpts = list(zip(steps, states, strict=True))
