@@ -96,7 +96,7 @@ def test_pot_lm_verify_cost_and_scaling(benchmark, lm):
 
     walls = {}
     for n in (1, 2):
-        with cluster_client(None, n) as (client, _, _, _):
+        with cluster_client(None, n) as (client, _, _, _, _):
             check_replay(rec, data, q=1, seed=11, soundness=1e-6, cluster=(client, 1))  # warm the workers
             ts = []
             for _ in range(3):

@@ -19,9 +19,34 @@ def require_dask(what: str) -> None:
         raise ValueError(f"{what} needs the `fleet` extra (pip install 'fpcore[fleet]'): {exc}") from None
 
 
+def _fork_is_safe() -> bool:
+    """Whether embedded workers may be forked from this process rather than spawned: only while it runs
+    one thread, has not imported torch (its thread pools do not survive a fork), and the user has not
+    chosen a start method in Dask's config (an explicit choice wins)."""
+    import sys
+    import threading
+
+    import dask
+
+    return (
+        threading.active_count() == 1
+        and "torch" not in sys.modules
+        and "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD" not in os.environ
+        and dask.config.get("distributed.worker.multiprocessing-method") == "spawn"
+    )
+
+
 @contextmanager
-def cluster_client(scheduler: str | None, workers: int | None) -> Iterator[tuple[Any, str, int, int | None]]:
-    """(client, scheduler address, workers, kernel threads per worker; None for a remote cluster's own)."""
+def cluster_client(
+    scheduler: str | None, workers: int | None, *, fork: bool = False
+) -> Iterator[tuple[Any, str, int, int | None, str | None]]:
+    """(client, scheduler address, workers, kernel threads per worker (None for a remote cluster's own),
+    how embedded workers were started: "fork", "spawn" or "forkserver" (None for a remote cluster)).
+
+    fork: start embedded workers by forking this process where that is safe (_fork_is_safe): a worker
+    is ready in ~0.1 s instead of importing Dask afresh (~0.6 s per worker, measured on 2 cores). The
+    caller must start no threads of its own while the cluster starts."""
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
@@ -29,13 +54,15 @@ def cluster_client(scheduler: str | None, workers: int | None) -> Iterator[tuple
             n = len(client.scheduler_info(n_workers=-1)["workers"])
             if n == 0:
                 raise ValueError(f"--scheduler {scheduler}: the cluster has no workers")
-            yield client, scheduler, n, None
+            yield client, scheduler, n, None, None
         return
     cores = os.cpu_count() or 1
     n = workers if workers else max(1, cores - 1)
     if n < 1:
         raise ValueError(f"--workers must be >= 1, got {n}")
+    method = "fork" if fork and _fork_is_safe() else dask.config.get("distributed.worker.multiprocessing-method")
     with (
+        dask.config.set({"distributed.worker.multiprocessing-method": method}),  # restarts use it too
         LocalCluster(
             n_workers=n,
             threads_per_worker=1,
@@ -47,4 +74,4 @@ def cluster_client(scheduler: str | None, workers: int | None) -> Iterator[tuple
         ) as cluster,
         Client(cluster) as client,
     ):
-        yield client, cluster.scheduler_address, n, max(1, cores // n)
+        yield client, cluster.scheduler_address, n, max(1, cores // n), method

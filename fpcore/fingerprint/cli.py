@@ -151,6 +151,46 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+# fpcore.fingerprint.attacks' names and defaults, here so that `fpcore --help` imports no torch
+# (tests/fingerprint/test_attacks.py checks they agree)
+ATTACK_NAMES = (
+    "int8", "int4", "prune", "merge", "ties", "noise",
+    "permute_mlp", "permute_heads", "permute_residual", "rescale_norms",
+)  # fmt: skip
+
+
+class AttackDefaults:
+    group = 32
+    fraction = 0.2
+    weight = 0.5
+    density = 0.2
+    sigma = 0.01
+    seed = 0
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from fpcore.cli import _emit
+    from fpcore.fingerprint.attacks import AttackOptions, attack_model
+
+    opts = AttackOptions(
+        group=args.group,
+        fraction=args.fraction,
+        weight=args.weight,
+        density=args.density,
+        sigma=args.sigma,
+        seed=args.seed,
+    )
+    res = attack_model(
+        args.attack, args.model, args.out, opts, other=args.with_model, base=args.base, overwrite=args.overwrite
+    )
+    text = (
+        f"wrote {res['output']}: {res['model']} after attack {res['attack']} "
+        f"(relative change {res['relative_change']:.3g}; an attacked model, for evaluation only)"
+    )
+    _emit(args, {"command": "fingerprint attack", **res}, text)
+    return 0
+
+
 def register(sub: Any, common: Any) -> None:
     fp = sub.add_parser("fingerprint", help="train a fingerprint once (create) or check a model for it (verify)")
     fsub = fp.add_subparsers(dest="fingerprint_command", required=True, metavar="ACTION")
@@ -242,6 +282,26 @@ def register(sub: Any, common: Any) -> None:
     st.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     common(st)
     st.set_defaults(func=cmd_study)
+
+    dflt = AttackDefaults
+    at = fsub.add_parser(
+        "attack",
+        help="write MODEL after a thief's attack (quantize, prune, merge, noise, permute, rescale): for evaluation",
+    )
+    at.add_argument("model", help="the model (a Hugging Face folder or a .safetensors file)")
+    at.add_argument("--attack", required=True, choices=ATTACK_NAMES, help="the attack")
+    at.add_argument("-o", "--out", required=True, help="output folder (a Hugging Face folder, labelled attacked)")
+    at.add_argument("--with", dest="with_model", help="merge, ties: the other model")
+    at.add_argument("--base", help="ties: the models' common base")
+    at.add_argument("--weight", type=float, default=dflt.weight, help="merge, ties: the other model's weight")
+    at.add_argument("--density", type=float, default=dflt.density, help="ties: fraction of each task vector kept")
+    at.add_argument("--group", type=int, default=dflt.group, help="int4: group size along rows")
+    at.add_argument("--fraction", type=float, default=dflt.fraction, help="prune: fraction of each matrix zeroed")
+    at.add_argument("--sigma", type=float, default=dflt.sigma, help="noise: standard deviation / rms of the matrix")
+    at.add_argument("--seed", type=int, default=dflt.seed, help="noise, permutations, rescaling: the seed")
+    at.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    common(at)
+    at.set_defaults(func=cmd_attack)
 
     d = sub.add_parser(
         "demo",

@@ -8,6 +8,7 @@ plan apart; the next run removes the temporaries a killed run left in the output
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -43,6 +44,7 @@ class FleetResult:
     skipped: list[Job] = field(default_factory=list)  # done by an earlier run (the ledger says so)
     removed_temporaries: list[str] = field(default_factory=list)
     cluster_seconds: float = 0.0  # starting (or connecting to) the cluster
+    start_method: str | None = None  # how the embedded cluster's workers started (None: a cluster by address)
     work_seconds: float = 0.0  # first job submitted to last result in the ledger
     worker_peak_rss: dict[str, int] = field(default_factory=dict)  # worker -> peak RSS in bytes
 
@@ -67,6 +69,7 @@ class FleetResult:
             "bytes": sum(e.get("bytes", 0) for e in self.done),
             "removed_temporaries": self.removed_temporaries,
             "cluster_seconds": self.cluster_seconds,
+            "start_method": self.start_method,
             "work_seconds": self.work_seconds,
             "worker_peak_rss": self.worker_peak_rss,
         }
@@ -77,8 +80,12 @@ def _locked(out: Path) -> Iterator[None]:
     fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # a POSIX record lock: held by this process alone (forked workers do not inherit it, so a
+            # killed driver's lock goes with it), and honoured over NFS
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
             raise ValueError(f"{out}: another fleet run holds {LOCK_NAME}; wait for it to finish") from None
         yield
     finally:
@@ -174,16 +181,17 @@ def run_fleet(
                 res.scheduler = scheduler or "none (nothing to do)"
                 res.seconds = time.perf_counter() - t0
                 return res
-            # the vectors' digests are read while the cluster starts
-            pool = ThreadPoolExecutor(1, thread_name_prefix="fpcore-fleet-digest")
-            hashing = pool.submit(lambda: {str(p): checkpoint_digest(p) for p in plan.vectors})
-            pool.shutdown(wait=False)  # the digest runs on; hashing.result() waits for it
             by_id = dict((jid, j) for j, jid in todo)
             t_cluster = time.perf_counter()
-            with cluster_client(scheduler, workers) as (client, address, n, threads):
-                res.scheduler, res.workers = address, n
+            with cluster_client(scheduler, workers, fork=True) as (client, address, n, threads, method):
+                res.scheduler, res.workers, res.start_method = address, n, method
                 t_work = time.perf_counter()
                 res.cluster_seconds = t_work - t_cluster
+                # the vectors' digests are read while the workers stamp (a thread started only now: the
+                # embedded workers are forked from this process, which must then run one thread)
+                pool = ThreadPoolExecutor(1, thread_name_prefix="fpcore-fleet-digest")
+                hashing = pool.submit(lambda: {str(p): checkpoint_digest(p) for p in plan.vectors})
+                pool.shutdown(wait=False)  # the digest runs on; hashing.result() waits for it
                 batches = _batches(todo, batch_size)
                 payloads = [
                     {

@@ -526,7 +526,7 @@ def verify(
             from fpcore._dask import cluster_client, require_dask
 
             require_dask("pot verify --workers/--scheduler")
-            with cluster_client(scheduler, workers) as (client, _, _, threads):
+            with cluster_client(scheduler, workers) as (client, _, _, threads, _):
                 run("replay", lambda: check_replay(rec, data, cluster=(client, threads), **kw))
     if "matching" in checks and task is not None:
         out["matching"] = CheckResult("matching", None, "skipped: trajectory matching is built for digits-mlp only")

@@ -139,6 +139,7 @@ def test_local_cluster_run_equals_fpcore_stamp_and_ledger_chains(world, oracle, 
     code, res = _run(["fleet", "run", str(plan), "--workers", "2", "--verify"], capsys)
     assert code == 0, res
     assert len(res["done"]) == N and not res["failed"] and not res["skipped"]
+    assert res["start_method"] == "spawn"  # this process has imported torch: its workers are never forked
     assert not stale.exists() and str(stale) in res["removed_temporaries"]
     _assert_same_outputs(tmp_path / "out", oracle)
     st = read_ledger(tmp_path / "out" / "fleet-ledger.jsonl")
@@ -382,12 +383,16 @@ def test_a_killed_worker_costs_nothing_but_time(world, oracle, tmp_path):
         while not (ledger.exists() and ledger.read_bytes().count(b"\n") >= 1):
             assert p.poll() is None and time.time() < deadline, "the run ended before a worker could be killed"
             time.sleep(0.005)
-        # the nannies live in the driver; the workers are forked by its forkserver (or spawned by it)
-        kids = psutil.Process(p.pid).children(recursive=True)
+        # the nannies live in the driver; the workers are forked by it (the CLI imports no torch), or
+        # spawned, or forked by a forkserver where the user's Dask config says so
+        driver = psutil.Process(p.pid)
+        kids = driver.children(recursive=True)
         workers = [
             c
             for c in kids
-            if ("forkserver" in " ".join(c.cmdline()) and c.ppid() != p.pid) or "spawn_main" in " ".join(c.cmdline())
+            if (c.ppid() == p.pid and c.cmdline() == driver.cmdline())
+            or ("forkserver" in " ".join(c.cmdline()) and c.ppid() != p.pid)
+            or "spawn_main" in " ".join(c.cmdline())
         ]
         assert workers, "no worker processes found"
         workers[0].kill()
@@ -396,7 +401,34 @@ def test_a_killed_worker_costs_nothing_but_time(world, oracle, tmp_path):
         if p.poll() is None:
             p.kill()
     assert p.returncode == 0, out
+    assert json.loads(out)["start_method"] == "fork"
     st = read_ledger(ledger)
     assert st.intact and sorted(e["job"]["index"] for e in st.entries) == list(range(N))
     assert all(e["status"] == "done" for e in st.entries)
     _assert_same_outputs(tmp_path / "out", oracle)
+
+
+def test_a_second_run_of_the_same_plan_is_refused_while_the_first_holds_the_lock(world, tmp_path, capsys):
+    """The lock is a POSIX record lock, held by the driver process (not inherited by forked workers)."""
+    plan = _workspace(world, tmp_path)
+    (tmp_path / "out").mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.lockf(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+            str(tmp_path / "out" / ".fleet.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code = main(["fleet", "run", str(plan), "--workers", "1"])
+        assert code == 2
+        assert "another fleet run holds .fleet.lock" in capsys.readouterr().err
+        assert not (tmp_path / "out" / "fleet-ledger.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()

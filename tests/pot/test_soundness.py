@@ -69,7 +69,7 @@ def test_replay_on_a_local_cluster_gives_the_serial_verdict(honest):
     for k in ck:
         if k.startswith("param."):
             ck[k] = ck[k] * 1.001
-    with cluster_client(None, 2) as (client, _, _, threads):
+    with cluster_client(None, 2) as (client, _, _, threads, _):
         res = check_replay(rec, train, q=len(rec.entries), r=0, seed=0, cluster=(client, threads))
     assert res.passed is False and j in res.figures["failed_segments"]
 

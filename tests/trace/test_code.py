@@ -194,3 +194,22 @@ def test_code_errors_are_clear():
         bad = TensorCode((1, 2, 3), bytes([16]) * 64)
         with fpcore.use_backend("cpu"), pytest.raises(ValueError, match="stamp: code\\[0\\]: a symbol is 16"):
             fpcore.stamp(x, [], code=bad)
+
+
+def test_the_hash_quality_check_measures_the_shipped_hash():
+    """benchmarks/trace_hash_quality.py re-implements the group hash in numpy for speed: it must be the
+    spec's, and its check must pass the spec's hash while catching a hash with no mixing at all."""
+    import numpy as np
+
+    from benchmarks.trace_hash_quality import check, shipped
+    from fpcore.backends.reference.code import group_hash
+
+    keys = (0x12345678, 0x9ABCDEF0, 0)
+    q = torch.arange(1000, 1512, dtype=torch.int64)
+    want = group_hash(q * 4, keys)
+    got = shipped(q.numpy().astype(np.uint64), keys[0], keys[1])
+    assert np.array_equal(got.astype(np.int64), want.numpy())
+    good = check(shipped, trials=1, log_groups=14)
+    assert good["lag0_max_abs_z"] < 5 and good["pairs_max_abs_z"] < 6
+    bad = check(lambda lo, k1, k2: lo ^ np.uint64(k1), trials=1, log_groups=14)
+    assert bad["pairs_max_abs_z"] > 20
