@@ -21,7 +21,7 @@ quantizers and the pruner leave norms and biases alone, as weight-only schemes d
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,26 +55,25 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to(torch.float32).reshape(t.shape[0], -1)
 
 
+def _matrices(sd: StateDict, fn: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fn on every matrix (in sd's order), a copy of every other tensor."""
+    return {n: fn(t) if _is_matrix(t) else t.clone() for n, t in sd.items()}
+
+
 def int8(sd: StateDict) -> dict[str, torch.Tensor]:
-    out = {}
-    for n, t in sd.items():
-        if not _is_matrix(t):
-            out[n] = t.clone()
-            continue
+    def one(t: torch.Tensor) -> torch.Tensor:
         m = _rows(t)
         scale = m.abs().amax(dim=1, keepdim=True).clamp_min(1e-30) / 127.0
-        out[n] = ((m / scale).round().clamp(-127, 127) * scale).reshape(t.shape).to(t.dtype)
-    return out
+        return ((m / scale).round().clamp(-127, 127) * scale).reshape(t.shape).to(t.dtype)
+
+    return _matrices(sd, one)
 
 
 def int4(sd: StateDict, group: int = 32) -> dict[str, torch.Tensor]:
     if group < 2:
         raise ValueError(f"attack int4: group must be >= 2, got {group}")
-    out = {}
-    for n, t in sd.items():
-        if not _is_matrix(t):
-            out[n] = t.clone()
-            continue
+
+    def one(t: torch.Tensor) -> torch.Tensor:
         m = _rows(t)
         cols = m.shape[1]
         pad = (-cols) % group
@@ -86,25 +85,24 @@ def int4(sd: StateDict, group: int = 32) -> dict[str, torch.Tensor]:
         zp = (-lo / scale).round()
         q = ((g / scale).round() + zp).clamp(0, 15)
         deq = ((q - zp) * scale).reshape(m.shape[0], -1)[:, :cols]
-        out[n] = deq.reshape(t.shape).to(t.dtype)
-    return out
+        return deq.reshape(t.shape).to(t.dtype)
+
+    return _matrices(sd, one)
 
 
 def prune(sd: StateDict, fraction: float) -> dict[str, torch.Tensor]:
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"attack prune: fraction must be in [0, 1), got {fraction}")
-    out = {}
-    for n, t in sd.items():
+
+    def one(t: torch.Tensor) -> torch.Tensor:
         k = int(fraction * t.numel())
-        if not _is_matrix(t) or k == 0:
-            out[n] = t.clone()
-            continue
         flat = t.detach().reshape(-1)
         idx = flat.to(torch.float32).abs().argsort(stable=True)[:k]  # ties broken by position: deterministic
         pruned = flat.clone()
         pruned[idx] = 0
-        out[n] = pruned.reshape(t.shape)
-    return out
+        return pruned.reshape(t.shape)
+
+    return _matrices(sd, one)
 
 
 def _check_same(sd: StateDict, other: StateDict, what: str) -> None:
@@ -177,15 +175,13 @@ def noise(sd: StateDict, sigma: float, seed: int = 0) -> dict[str, torch.Tensor]
     if sigma < 0:
         raise ValueError(f"attack noise: sigma must be >= 0, got {sigma}")
     g = torch.Generator().manual_seed(seed)
-    out = {}
-    for n in sorted(sd):  # a fixed order: the same seed gives the same noise whatever the dict's order
-        t = sd[n]
-        if not _is_matrix(t):
-            out[n] = t.clone()
-            continue
+
+    def one(t: torch.Tensor) -> torch.Tensor:
         m = t.detach().to(torch.float32)
         rms = float(m.pow(2).mean().sqrt())
-        out[n] = (m + torch.randn(m.shape, generator=g) * (sigma * rms)).to(t.dtype)
+        return (m + torch.randn(m.shape, generator=g) * (sigma * rms)).to(t.dtype)
+
+    out = _matrices({n: sd[n] for n in sorted(sd)}, one)  # a fixed order: the same seed, the same noise
     return {n: out[n] for n in sd}
 
 
