@@ -27,6 +27,7 @@ from fpcore.io import Checkpoint, CheckpointError
 _SUBCOMMAND_MODULES: dict[str, str] = {
     "fingerprint": "fpcore.fingerprint.cli",
     "demo": "fpcore.fingerprint.cli",
+    "align": "fpcore.fingerprint.cli",
     "pot": "fpcore.pot.cli",
     "trace": "fpcore.trace.cli",
     "trace-key": "fpcore.trace.cli",
@@ -214,15 +215,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from fpcore.detect import detect
+    from fpcore.fingerprint.align import aligned
     from fpcore.vector import FingerprintVector
 
     vec = FingerprintVector(args.vector)
     total = 3 * vec.ckpt.nbytes  # about: tau and the suspect's and base's matching tensors
     t0 = time.perf_counter()
-    with _progress(total, "detect", args.quiet) as prog:
-        res = detect(args.vector, args.suspect, args.base, progress=prog)
+    with (
+        aligned(args.suspect, args.base, args.align) as (suspect, alignment),
+        _progress(total, "detect", args.quiet) as prog,
+    ):
+        res = detect(args.vector, suspect, args.base, progress=prog)
+    if str(suspect) != str(args.suspect):  # scored an aligned copy: name the suspect the user gave
+        res.notes = [n.replace(str(suspect), str(args.suspect)) for n in res.notes]
+        res.suspect = Path(args.suspect)
     sec = time.perf_counter() - t0
     lines = [f"{res.suspect}: {res.verdict} ({res.tensors} tensors, {res.elements:,} elements, {sec:.2f} s)"]
+    if alignment is not None:
+        lines.append(f"  {alignment.summary()}")
     lines += [f"  note: {n}" for n in res.notes]
     if args.tensors:
         lines += [
@@ -231,6 +241,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         ]
     result = {"command": "detect", "seconds": sec, **asdict(res)}
     result["channels"] = {"white_box": result.pop("channel")}
+    result["alignment"] = alignment.as_json() if alignment is not None else None
     if not args.tensors:
         result.pop("per_tensor")
     _emit(args, result, "\n".join(lines))
@@ -330,6 +341,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     d.add_argument("suspect", help="the model under test (file or folder)")
     d.add_argument("--base", required=True, help="the base model the vector was extracted from")
     d.add_argument("--tensors", action="store_true", help="also show (or, with --json, include) per-tensor figures")
+    d.add_argument(
+        "--align",
+        action="store_true",
+        help="first undo permutations and norm rescalings against BASE (fpcore align; needs BASE's config.json)",
+    )
     common(d)
     d.set_defaults(func=cmd_detect)
 

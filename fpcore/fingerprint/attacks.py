@@ -219,25 +219,6 @@ def attack(
     raise ValueError(f"attack: unknown attack {name!r} (one of {', '.join(ATTACKS)})")
 
 
-def _load(path: Path, what: str) -> dict[str, torch.Tensor]:
-    from fpcore.io import Checkpoint
-
-    if not path.exists():
-        raise FileNotFoundError(f"attack: {what} {path} does not exist")
-    ck = Checkpoint(path)
-    return {n: ck.get(n) for n, _ in ck.items()}
-
-
-def _config(path: Path) -> object:
-    import json
-    from types import SimpleNamespace
-
-    cfg = (path if path.is_dir() else path.parent) / "config.json"
-    if not cfg.is_file():
-        return None
-    return SimpleNamespace(**json.loads(cfg.read_text(encoding="utf-8")))
-
-
 def attack_model(
     name: str,
     model: str | Path,
@@ -251,31 +232,25 @@ def attack_model(
     """Writes MODEL after the attack as a Hugging Face folder at OUT (MODEL's other files copied; the
     weights in one model.safetensors whose metadata says it is an attacked model, for evaluation).
     Appears whole or not at all. Returns a summary: the attack, its options, and the relative change."""
-    import shutil
-
-    from fpcore.io import write_safetensors
-    from fpcore.io.atomic import AtomicOutput
+    from fpcore.fingerprint.folders import load_config, load_state, write_like
 
     model, out = Path(model), Path(out)
     if name not in ATTACKS:
         raise ValueError(f"attack: unknown attack {name!r} (one of {', '.join(ATTACKS)})")
-    sd = _load(model, "MODEL")
-    o = _load(Path(other), "--with") if other is not None else None
-    b = _load(Path(base), "--base") if base is not None else None
-    result = attack(name, sd, opts, other=o, base=b, config=_config(model))
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"attack: {out} already exists (pass --overwrite to replace it)")
+    sd = load_state(model, "attack: MODEL")
+    o = load_state(other, "attack: --with") if other is not None else None
+    b = load_state(base, "attack: --base") if base is not None else None
+    result = attack(name, sd, opts, other=o, base=b, config=load_config(model))
     num = sum(float((result[n].double() - t.double()).pow(2).sum()) for n, t in sd.items() if t.is_floating_point())
     den = sum(float(t.double().pow(2).sum()) for t in sd.values() if t.is_floating_point())
-    with AtomicOutput(out, overwrite=overwrite) as tmp:
-        if model.is_dir():
-            for f in sorted(model.iterdir()):
-                if f.is_file() and not f.name.endswith(".safetensors") and f.name != "model.safetensors.index.json":
-                    shutil.copy2(f, tmp / f.name)
-        meta = {
-            "fpcore_attack": name,
-            "fpcore_attack_note": "an attacked model, written for evaluating fingerprints; not a release",
-            "fpcore_attack_options": repr({k: v for k, v in vars(opts).items() if k != "extra"}),
-        }
-        write_safetensors(tmp / "model.safetensors", {n: t.contiguous() for n, t in result.items()}, metadata=meta)
+    meta = {
+        "fpcore_attack": name,
+        "fpcore_attack_note": "an attacked model, written for evaluating fingerprints; not a release",
+        "fpcore_attack_options": repr({k: v for k, v in vars(opts).items() if k != "extra"}),
+    }
+    write_like(model, out, result, meta, overwrite=overwrite)
     return {
         "attack": name,
         "model": str(model),

@@ -191,6 +191,20 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_align(args: argparse.Namespace) -> int:
+    from fpcore.cli import _emit
+    from fpcore.fingerprint.align import align_checkpoint
+
+    path, report = align_checkpoint(args.suspect, args.reference, args.out, overwrite=args.overwrite)
+    where = f"wrote {path}" if path else "nothing to undo: nothing written"
+    _emit(
+        args,
+        {"command": "align", "suspect": args.suspect, "reference": args.reference, "output": path, **report.as_json()},
+        f"{args.suspect}: {where}\n  {report.summary()}",
+    )
+    return 0
+
+
 def register(sub: Any, common: Any) -> None:
     fp = sub.add_parser("fingerprint", help="train a fingerprint once (create) or check a model for it (verify)")
     fsub = fp.add_subparsers(dest="fingerprint_command", required=True, metavar="ACTION")
@@ -302,6 +316,17 @@ def register(sub: Any, common: Any) -> None:
     at.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     common(at)
     at.set_defaults(func=cmd_attack)
+
+    al = sub.add_parser(
+        "align",
+        help="undo a suspect's permutations and norm rescalings against REF: write the aligned copy",
+    )
+    al.add_argument("suspect", help="the model under test (a Hugging Face folder or a .safetensors file)")
+    al.add_argument("--reference", required=True, help="the model to align to (needs its config.json)")
+    al.add_argument("-o", "--out", required=True, help="output folder (written only if alignment moved something)")
+    al.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    common(al)
+    al.set_defaults(func=cmd_align)
 
     d = sub.add_parser(
         "demo",

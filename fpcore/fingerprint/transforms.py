@@ -42,29 +42,30 @@ def _perm(n: int, g: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def permute_mlp(sd: StateDict, seed: int = 0) -> dict[str, torch.Tensor]:
+def mlp_order(sd: StateDict, orders: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Layer L's MLP neurons reordered by orders[L]: neuron k of the result is neuron orders[L][k]."""
     out = dict(sd)
-    g = torch.Generator().manual_seed(seed)
-    for L in _layers(sd):
-        p = _perm(sd[f"{L}.mlp.gate_proj.weight"].shape[0], g)
+    for L, p in orders.items():
         for n in ("gate_proj", "up_proj"):
             out[f"{L}.mlp.{n}.weight"] = sd[f"{L}.mlp.{n}.weight"][p].clone()
         out[f"{L}.mlp.down_proj.weight"] = sd[f"{L}.mlp.down_proj.weight"][:, p].clone()
     return out
 
 
-def permute_heads(sd: StateDict, heads: int, kv_heads: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
-    kv_heads = kv_heads or heads
-    if heads % kv_heads:
-        raise ValueError(f"permute_heads: {heads} heads are not a multiple of {kv_heads} key/value heads")
-    out = dict(sd)
+def permute_mlp(sd: StateDict, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    per = heads // kv_heads
-    for L in _layers(sd):
+    return mlp_order(sd, {L: _perm(sd[f"{L}.mlp.gate_proj.weight"].shape[0], g) for L in _layers(sd)})
+
+
+def head_order(
+    sd: StateDict, orders: Mapping[str, tuple[torch.Tensor, torch.Tensor]], heads: int
+) -> dict[str, torch.Tensor]:
+    """Layer L's attention reordered by orders[L] = (key/value group order, query head order): group k
+    of the result is group groups[k], query head k is query head q_order[k]."""
+    out = dict(sd)
+    for L, (groups, q_order) in orders.items():
         q = sd[f"{L}.self_attn.q_proj.weight"]
         d = q.shape[0] // heads
-        groups = _perm(kv_heads, g)
-        q_order = torch.cat([grp * per + _perm(per, g) for grp in groups.tolist()])
         out[f"{L}.self_attn.q_proj.weight"] = q[_head_rows(q_order, d)].clone()
         for n in ("k_proj", "v_proj"):
             out[f"{L}.self_attn.{n}.weight"] = sd[f"{L}.self_attn.{n}.weight"][_head_rows(groups, d)].clone()
@@ -72,7 +73,20 @@ def permute_heads(sd: StateDict, heads: int, kv_heads: int | None = None, seed: 
     return out
 
 
-def _readers(sd: StateDict) -> dict[str, list[str]]:
+def permute_heads(sd: StateDict, heads: int, kv_heads: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+    kv_heads = kv_heads or heads
+    if heads % kv_heads:
+        raise ValueError(f"permute_heads: {heads} heads are not a multiple of {kv_heads} key/value heads")
+    g = torch.Generator().manual_seed(seed)
+    per = heads // kv_heads
+    orders = {}
+    for L in _layers(sd):
+        groups = _perm(kv_heads, g)
+        orders[L] = (groups, torch.cat([grp * per + _perm(per, g) for grp in groups.tolist()]))
+    return head_order(sd, orders, heads)
+
+
+def readers(sd: StateDict) -> dict[str, list[str]]:
     """Each RMSNorm weight -> the weights that read its output (their columns index its coordinates)."""
     out: dict[str, list[str]] = {}
     for L in _layers(sd):
@@ -83,16 +97,15 @@ def _readers(sd: StateDict) -> dict[str, list[str]]:
     return out
 
 
-def permute_residual(sd: StateDict, seed: int = 0) -> dict[str, torch.Tensor]:
-    hidden = sd["model.embed_tokens.weight"].shape[1]
-    p = _perm(hidden, torch.Generator().manual_seed(seed))
+def residual_order(sd: StateDict, p: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The residual stream's coordinates reordered everywhere: coordinate k of the result is p[k]."""
     out = dict(sd)
     out["model.embed_tokens.weight"] = sd["model.embed_tokens.weight"][:, p].clone()
     if "lm_head.weight" in sd:
         out["lm_head.weight"] = sd["lm_head.weight"][:, p].clone()
-    for norm, readers in _readers(sd).items():
+    for norm, rs in readers(sd).items():
         out[norm] = sd[norm][p].clone()
-        for r in readers:
+        for r in rs:
             if r != "lm_head.weight":
                 out[r] = sd[r][:, p].clone()
     for L in _layers(sd):
@@ -101,16 +114,31 @@ def permute_residual(sd: StateDict, seed: int = 0) -> dict[str, torch.Tensor]:
     return out
 
 
-def rescale_norms(sd: StateDict, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
+def permute_residual(sd: StateDict, seed: int = 0) -> dict[str, torch.Tensor]:
+    hidden = sd["model.embed_tokens.weight"].shape[1]
+    return residual_order(sd, _perm(hidden, torch.Generator().manual_seed(seed)))
+
+
+def norm_scales(sd: StateDict, scales: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each RMSNorm weight times scales[norm] (per coordinate), its readers' columns divided by them
+    (float32, one rounding)."""
     out = dict(sd)
-    for norm, readers in _readers(sd).items():
+    rs = readers(sd)
+    for norm, c in scales.items():
         w = sd[norm]
-        c = torch.exp((torch.rand(w.shape, generator=g) * 2 - 1) * torch.log(torch.tensor(4.0)))
         out[norm] = (w.float() * c).to(w.dtype)
-        for r in readers:
+        for r in rs[norm]:
             out[r] = (sd[r].float() / c[None, :]).to(sd[r].dtype)
     return out
+
+
+def rescale_norms(sd: StateDict, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    scales = {}
+    for norm in readers(sd):
+        w = sd[norm]
+        scales[norm] = torch.exp((torch.rand(w.shape, generator=g) * 2 - 1) * torch.log(torch.tensor(4.0)))
+    return norm_scales(sd, scales)
 
 
 TRANSFORMS: dict[str, Callable[..., dict[str, torch.Tensor]]] = {

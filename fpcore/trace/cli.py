@@ -28,6 +28,7 @@ def cmd_key_new(args: argparse.Namespace) -> int:
 
 def cmd_trace(args: argparse.Namespace) -> int:
     from fpcore.cli import _emit, _progress
+    from fpcore.fingerprint.align import aligned
     from fpcore.io import Checkpoint
     from fpcore.trace.find import trace
     from fpcore.trace.key import TraceKey
@@ -35,14 +36,19 @@ def cmd_trace(args: argparse.Namespace) -> int:
     key = TraceKey.load(args.trace_key)
     total = Checkpoint(args.suspect).nbytes + Checkpoint(args.reference).nbytes
     t0 = time.perf_counter()
-    with _progress(total, "trace", args.quiet) as prog:
-        res = trace(args.suspect, args.reference, key, args.licensees, significance=args.significance, progress=prog)
+    with aligned(args.suspect, args.reference, args.align) as (suspect, alignment):
+        with _progress(total, "trace", args.quiet) as prog:
+            res = trace(suspect, args.reference, key, args.licensees, significance=args.significance, progress=prog)
     sec = time.perf_counter() - t0
     lines = [f"{args.suspect}: {res.verdict}"]
+    if alignment is not None:
+        lines.append(f"  {alignment.summary()}")
     lines += [f"  runner-up {c.licensee}: z {c.z:.1f}, p {c.p:.3g}" for c in res.runners_up[:3]]
     lines += [f"  note: {n}" for n in res.notes]
     lines.append(f"  ({res.figures['candidates']} candidates, {res.figures['elements']:,} elements, {sec:.2f} s)")
-    _emit(args, {"command": "trace", "seconds": sec, **res.as_json()}, "\n".join(lines))
+    out = {"command": "trace", "seconds": sec, **res.as_json()}
+    out["alignment"] = alignment.as_json() if alignment is not None else None
+    _emit(args, out, "\n".join(lines))
     return 0 if res.identified else 1
 
 
@@ -73,6 +79,11 @@ def register(sub, common) -> None:
         help="a file of candidate ids (one per line), or a count N for the ids 0 .. N-1",
     )
     t.add_argument("--significance", type=float, default=1e-6, help="name a licensee when p (corrected) < this")
+    t.add_argument(
+        "--align",
+        action="store_true",
+        help="first undo permutations and norm rescalings against REF (fpcore align; needs REF's config.json)",
+    )
     common(t)
     t.set_defaults(func=cmd_trace)
 
