@@ -17,12 +17,16 @@ quantizers and the pruner leave norms and biases alone, as weight-only schemes d
 - `noise`: Gaussian noise of `sigma` x rms(matrix) added to every matrix (seeded).
 - `permute_mlp`, `permute_heads`, `permute_residual`, `rescale_norms`: the function-preserving
   transforms of fpcore.fingerprint.transforms (seeded).
+- `finetune` (`finetune_model`; a Hugging Face folder with its tokenizer, and the `llm` extra): further
+  fine-tuning on a demo task (`task`: docstrings, code, classify, repeat, reverse) with AdamW at `lr`
+  until the drift |theta - theta_model| / |theta_model| reaches `drift` (checked every 5 steps) or
+  `max_steps`: the removal attack of the literature, the same loop the demo's downstream models use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,7 @@ from fpcore.fingerprint import transforms
 StateDict = Mapping[str, torch.Tensor]
 
 WEIGHT_ATTACKS = ("int8", "int4", "prune", "merge", "ties", "noise")
-ATTACKS = WEIGHT_ATTACKS + tuple(transforms.TRANSFORMS)
+ATTACKS = WEIGHT_ATTACKS + tuple(transforms.TRANSFORMS) + ("finetune",)
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,11 @@ class AttackOptions:
     weight: float = 0.5  # merge, ties: the other model's weight
     density: float = 0.2  # ties
     sigma: float = 0.01  # noise, relative to each matrix's rms
-    seed: int = 0  # noise and the transforms
-    extra: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0  # noise, the transforms, finetune's data order
+    task: str = "docstrings"  # finetune
+    drift: float = 0.1  # finetune: stop at this relative drift
+    lr: float = 1e-3  # finetune
+    max_steps: int = 600  # finetune
 
 
 def _is_matrix(t: torch.Tensor) -> bool:
@@ -212,6 +219,8 @@ def attack(
         return ties(sd, other, base, opts.weight, opts.density)
     if name == "noise":
         return noise(sd, opts.sigma, opts.seed)
+    if name == "finetune":
+        raise ValueError("attack finetune: trains a model folder (finetune_model), not a state_dict")
     if name in transforms.TRANSFORMS:
         if name == "permute_heads" and config is None:
             raise ValueError("attack permute_heads: needs the model's config.json (head counts)")
@@ -240,15 +249,19 @@ def attack_model(
     if out.exists() and not overwrite:
         raise FileExistsError(f"attack: {out} already exists (pass --overwrite to replace it)")
     sd = load_state(model, "attack: MODEL")
-    o = load_state(other, "attack: --with") if other is not None else None
-    b = load_state(base, "attack: --base") if base is not None else None
-    result = attack(name, sd, opts, other=o, base=b, config=load_config(model))
+    extra: dict[str, Any] = {}
+    if name == "finetune":
+        result, extra = finetune_model(model, sd, opts)
+    else:
+        o = load_state(other, "attack: --with") if other is not None else None
+        b = load_state(base, "attack: --base") if base is not None else None
+        result = attack(name, sd, opts, other=o, base=b, config=load_config(model))
     num = sum(float((result[n].double() - t.double()).pow(2).sum()) for n, t in sd.items() if t.is_floating_point())
     den = sum(float(t.double().pow(2).sum()) for t in sd.values() if t.is_floating_point())
     meta = {
         "fpcore_attack": name,
         "fpcore_attack_note": "an attacked model, written for evaluating fingerprints; not a release",
-        "fpcore_attack_options": repr({k: v for k, v in vars(opts).items() if k != "extra"}),
+        "fpcore_attack_options": repr(vars(opts)),
     }
     write_like(model, out, result, meta, overwrite=overwrite)
     return {
@@ -257,6 +270,35 @@ def attack_model(
         "output": str(out),
         "with": str(other) if other is not None else None,
         "base": str(base) if base is not None else None,
-        "options": {k: v for k, v in vars(opts).items() if k != "extra"},
+        "options": dict(vars(opts)),
         "relative_change": (num / den) ** 0.5 if den > 0 else 0.0,
+        **extra,
     }
+
+
+def finetune_model(model: Path, sd: StateDict, opts: AttackOptions) -> tuple[dict[str, torch.Tensor], dict]:
+    """The model fine-tuned further (module doc): its tensors in the model's own names and dtypes, and
+    {"steps": the steps taken}. Needs a Hugging Face folder with a tokenizer and the `llm` extra."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise ValueError(f"attack finetune: needs transformers ({exc}); pip install 'fpcore[llm]'") from None
+    from fpcore.fingerprint import demo
+    from fpcore.fingerprint.lm import load_lm
+
+    if not model.is_dir():
+        raise ValueError(f"attack finetune: {model} must be a Hugging Face folder (config, tokenizer, weights)")
+    if not 0 < opts.drift < 1 or opts.max_steps < 1 or opts.lr <= 0:
+        raise ValueError(
+            f"attack finetune: drift must be in (0, 1), max_steps >= 1 and lr > 0 (got {opts.drift}, "
+            f"{opts.max_steps}, {opts.lr})"
+        )
+    torch.manual_seed(opts.seed)
+    lm = load_lm(model)
+    task = demo.task_by_name(opts.task, lm, opts.seed)
+    tuned, steps = demo.finetune(lm, task, demo.Downstream("attack", opts.task, opts.lr, opts.drift, opts.max_steps))
+    state = tuned.model.state_dict()
+    missing = [n for n in sd if n not in state]
+    if missing:
+        raise ValueError(f"attack finetune: the loaded model has no tensor {missing[0]!r}")
+    return {n: state[n].detach().to(t.dtype).contiguous() for n, t in sd.items()}, {"steps": steps}

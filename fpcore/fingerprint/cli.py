@@ -155,7 +155,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 # (tests/fingerprint/test_attacks.py checks they agree)
 ATTACK_NAMES = (
     "int8", "int4", "prune", "merge", "ties", "noise",
-    "permute_mlp", "permute_heads", "permute_residual", "rescale_norms",
+    "permute_mlp", "permute_heads", "permute_residual", "rescale_norms", "finetune",
 )  # fmt: skip
 
 
@@ -166,6 +166,10 @@ class AttackDefaults:
     density = 0.2
     sigma = 0.01
     seed = 0
+    task = "docstrings"
+    drift = 0.1
+    lr = 1e-3
+    max_steps = 600
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
@@ -179,6 +183,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
         density=args.density,
         sigma=args.sigma,
         seed=args.seed,
+        task=args.task,
+        drift=args.drift,
+        lr=args.lr,
+        max_steps=args.max_steps,
     )
     res = attack_model(
         args.attack, args.model, args.out, opts, other=args.with_model, base=args.base, overwrite=args.overwrite
@@ -312,7 +320,16 @@ def register(sub: Any, common: Any) -> None:
     at.add_argument("--group", type=int, default=dflt.group, help="int4: group size along rows")
     at.add_argument("--fraction", type=float, default=dflt.fraction, help="prune: fraction of each matrix zeroed")
     at.add_argument("--sigma", type=float, default=dflt.sigma, help="noise: standard deviation / rms of the matrix")
-    at.add_argument("--seed", type=int, default=dflt.seed, help="noise, permutations, rescaling: the seed")
+    at.add_argument("--seed", type=int, default=dflt.seed, help="noise, permutations, rescaling, finetune: the seed")
+    at.add_argument(
+        "--task",
+        default=dflt.task,
+        choices=["docstrings", "code", "classify", "repeat", "reverse"],
+        help="finetune: the demo task",
+    )
+    at.add_argument("--drift", type=float, default=dflt.drift, help="finetune: stop at this relative drift")
+    at.add_argument("--lr", type=float, default=dflt.lr, help="finetune: learning rate (AdamW)")
+    at.add_argument("--max-steps", type=int, default=dflt.max_steps, help="finetune: at most this many steps")
     at.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     common(at)
     at.set_defaults(func=cmd_attack)

@@ -198,7 +198,7 @@ def build(tmp: Path, cfg: DemoConfig, clock: _Clock) -> dict[str, Any]:
     down: list[dict[str, Any]] = []
     for spec in cfg.downstream:
         if spec.task not in built:
-            built[spec.task] = _task(spec.task, lm, cfg.seed)
+            built[spec.task] = task_by_name(spec.task, lm, cfg.seed)
         task = built[spec.task]
         t0 = time.perf_counter()
         dm, steps = finetune(lm, task, spec)
@@ -400,7 +400,8 @@ def transformed_verdicts(models: dict[str, Path], vec: Path, tmp: Path, seed: in
     return out
 
 
-def _task(name: str, lm: LM, seed: int) -> tasks.Task:
+def task_by_name(name: str, lm: LM, seed: int) -> tasks.Task:
+    """The demo task `name` (code, docstrings, classify, repeat, reverse) for `lm`."""
     if name == "code":
         return tasks.text_task("code", tasks.code_texts(), lm, seed=seed)
     if name == "docstrings":

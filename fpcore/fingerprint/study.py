@@ -40,7 +40,7 @@ def _job(root: str, cfg: demo.DemoConfig, entries: list[dict[str, Any]], base: d
     clock = demo._Clock(lines.append)
     lm = load_lm(root_p / "models" / "base")
     _, test_w = demo.held_out_windows(lm, cfg)
-    built = {e["task"]: demo._task(e["task"], lm, cfg.seed) for e in entries}
+    built = {e["task"]: demo.task_by_name(e["task"], lm, cfg.seed) for e in entries}
     m = demo.measure(run, root_p / "models", lm, test_w, built, entries, cfg, clock)
     report = {**m, "base": {**base, **m["base"]}}
     report["floors"] = demo.floors(report)

@@ -28,7 +28,7 @@ def _unchanged_inputs(sd, before):
 def test_names_and_defaults_of_the_command_are_the_modules():
     assert cli.ATTACK_NAMES == attacks.ATTACKS
     d = attacks.AttackOptions()
-    for k in ("group", "fraction", "weight", "density", "sigma", "seed"):
+    for k in ("group", "fraction", "weight", "density", "sigma", "seed", "task", "drift", "lr", "max_steps"):
         assert getattr(cli.AttackDefaults, k) == getattr(d, k), k
 
 

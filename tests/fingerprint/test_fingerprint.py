@@ -615,3 +615,23 @@ def test_detect_with_align_finds_a_stamped_copy_after_function_preserving_transf
 def _run_cli(argv, capsys):
     code = main([*argv, "--json"])
     return code, json.loads(capsys.readouterr().out)
+
+
+def test_finetune_attack_reaches_its_drift_and_the_stamp_survives(world, tmp_path, capsys):
+    """`fingerprint attack --attack finetune`: the stamped model trained further on a demo task until
+    the asked drift; the output is a loadable, labelled folder, and white-box detect still finds tau."""
+    from fpcore.io import Checkpoint
+
+    t = world["tmp"]
+    out = tmp_path / "ft"
+    argv = ["fingerprint", "attack", "--attack", "finetune", str(t / "down-stamped"), "-o", str(out)]
+    code, res = _run_cli([*argv, "--task", "docstrings", "--drift", "0.04", "--max-steps", "200"], capsys)
+    assert code == 0, res
+    assert res["relative_change"] >= 0.04 and res["steps"] < 200, res
+    meta = next(iter(Checkpoint(out).metadata.values()))
+    assert meta["fpcore_attack"] == "finetune"
+    load_lm(out)  # config and tokenizer came along
+    code, det = _run_cli(["detect", str(t / "fp.safetensors"), str(out), "--base", str(t / "base")], capsys)
+    assert code == 0, det["verdict"]
+    assert main([*argv[:-1], str(tmp_path / "x"), "--drift", "1.5"]) == 2  # a drift out of range
+    assert "drift must be in (0, 1)" in capsys.readouterr().err and not (tmp_path / "x").exists()
