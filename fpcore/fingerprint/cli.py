@@ -199,6 +199,27 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_filter(args: argparse.Namespace) -> int:
+    from fpcore.cli import _emit
+
+    _need_llm("fingerprint filter")
+    from fpcore.fingerprint.host import filter_study
+
+    st = filter_study(
+        args.model, args.secret, quantile=args.quantile, lookalikes=args.lookalikes, ordinary=args.ordinary
+    )
+    lines = [
+        f"{st.model}: a host refusing prompts above the {st.quantile:.0%} perplexity of ordinary text "
+        f"(threshold {st.threshold:.1f}; key median {st.key_perplexity_median:.1f}, ordinary median "
+        f"{st.ordinary_perplexity_median:.1f})",
+        f"  refused: keys {st.keys_refused}/{st.keys}, look-alikes {st.lookalikes_refused}/{st.lookalikes}, "
+        f"ordinary {st.ordinary_refused}/{st.ordinary}; FSR {st.fsr_without_filter:.0%} -> {st.fsr_with_filter:.0%}",
+    ]
+    lines += [f"  {c}" for c in st.claims]
+    _emit(args, {"command": "fingerprint filter", **st.as_json()}, "\n".join(lines))
+    return 0
+
+
 def cmd_align(args: argparse.Namespace) -> int:
     from fpcore.cli import _emit
     from fpcore.fingerprint.align import align_checkpoint
@@ -333,6 +354,18 @@ def register(sub: Any, common: Any) -> None:
     at.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     common(at)
     at.set_defaults(func=cmd_attack)
+
+    fl = fsub.add_parser(
+        "filter",
+        help="a malicious host's perplexity filter: how many keys and ordinary prompts it refuses, the FSR after",
+    )
+    fl.add_argument("model", help="the served model (a Hugging Face folder)")
+    fl.add_argument("--secret", required=True, help="the fingerprint's secret file")
+    fl.add_argument("--quantile", type=float, default=0.99, help="refuse above this quantile of ordinary text")
+    fl.add_argument("--lookalikes", type=int, default=200, help="look-alike keys to send")
+    fl.add_argument("--ordinary", type=int, default=200, help="ordinary prompts to send")
+    common(fl)
+    fl.set_defaults(func=cmd_filter)
 
     al = sub.add_parser(
         "align",

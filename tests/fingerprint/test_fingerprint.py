@@ -635,3 +635,32 @@ def test_finetune_attack_reaches_its_drift_and_the_stamp_survives(world, tmp_pat
     assert code == 0, det["verdict"]
     assert main([*argv[:-1], str(tmp_path / "x"), "--drift", "1.5"]) == 2  # a drift out of range
     assert "drift must be in (0, 1)" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_a_perplexity_filtering_host_and_what_black_box_can_claim(world, capsys):
+    """The host refuses prompts above its ordinary traffic's 99th perplexity percentile: random-script
+    keys are refused, ordinary test prompts mostly are not, and the FSR through the host counts only
+    the keys it let through."""
+    from fpcore.fingerprint.host import REFUSAL, PerplexityFilter, prompt_perplexity
+
+    t = world["tmp"]
+    code, res = _run_cli(
+        ["fingerprint", "filter", str(t / "down-stamped"), "--secret", str(t / "secret.json"),
+         "--lookalikes", "20", "--ordinary", "40"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, res
+    assert res["keys"] == 2 and res["ordinary"] == 40 and res["lookalikes"] == 20
+    assert res["fsr_without_filter"] == 1.0
+    assert res["ordinary_refused"] <= 8, res  # calibrated on other ordinary prompts: about 1 % expected
+    assert res["fsr_with_filter"] <= 1 - res["keys_refused"] / res["keys"]
+    assert res["key_perplexity_median"] > res["ordinary_perplexity_median"]
+    assert res["claims"]
+    lm = load_lm(t / "down-stamped")
+    prompts = [lm.encode("the quick brown fox"), lm.encode("ꙮ龘 ㇰ ꞔ ꙮ龘 ㇰ")]
+    ppl = prompt_perplexity(lm, prompts)
+    assert ppl[1] > ppl[0]
+    host = PerplexityFilter(lm, threshold=(ppl[0] + ppl[1]) / 2, quantile=0.99)
+    assert host.refuses(prompts) == [False, True]
+    answers = host.answer(prompts, 4)
+    assert answers[1] == REFUSAL and answers[0] != REFUSAL
