@@ -134,6 +134,13 @@ def _ints(text: str) -> list[int]:
     return out
 
 
+def _names(text: str) -> list[str]:
+    out = [x.strip() for x in text.split(",") if x.strip()]
+    if not out:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return out
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from fpcore.cli import _emit
 
@@ -217,6 +224,41 @@ def cmd_filter(args: argparse.Namespace) -> int:
     ]
     lines += [f"  {c}" for c in st.claims]
     _emit(args, {"command": "fingerprint filter", **st.as_json()}, "\n".join(lines))
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from fpcore.cli import _emit
+
+    _need_llm("fingerprint robustness")
+    from fpcore.fingerprint import robustness
+
+    d = Path(args.demo)
+    report = d / "report.json"
+    if not report.is_file():
+        raise FileNotFoundError(f"fingerprint robustness: {report} not found (run `fpcore demo --out {d}` first)")
+    models = json.loads(report.read_text(encoding="utf-8"))["models"]
+    subjects = [robustness.Subject(m["name"], d / "models" / m["name"], m["task"]) for m in models]
+    if args.models:
+        subjects = [s for s in subjects if s.name in args.models]
+    res = robustness.run(
+        d / "models" / "base",
+        d / "fingerprint.safetensors",
+        d / "secret.json",
+        subjects,
+        attacks=args.attacks,
+        seed=args.seed,
+        candidates=args.candidates,
+        lookalikes=args.lookalikes,
+        ordinary=args.ordinary,
+        log=_log(args),
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    _emit(args, {"command": "fingerprint robustness", **res}, robustness.table(res))
     return 0
 
 
@@ -366,6 +408,21 @@ def register(sub: Any, common: Any) -> None:
     fl.add_argument("--ordinary", type=int, default=200, help="ordinary prompts to send")
     common(fl)
     fl.set_defaults(func=cmd_filter)
+
+    rb = fsub.add_parser(
+        "robustness",
+        help="attacks x channels on the demo's models: verdicts, p-values, FSR and task metric after each attack",
+    )
+    rb.add_argument("demo", help="a folder written by `fpcore demo`")
+    rb.add_argument("--seed", type=int, default=0, help="attack and trace-key seed (default 0)")
+    rb.add_argument("--attacks", type=_names, help="comma-separated attacks of the grid (default all)")
+    rb.add_argument("--models", type=_names, help="comma-separated demo models (default all)")
+    rb.add_argument("--candidates", type=int, default=10_000, help="licensee candidates per trace")
+    rb.add_argument("--lookalikes", type=int, default=100, help="look-alike keys per verify")
+    rb.add_argument("--ordinary", type=int, default=100, help="ordinary prompts per verify")
+    rb.add_argument("--out", help="also write the rows and summary to this JSON file")
+    common(rb)
+    rb.set_defaults(func=cmd_robustness)
 
     al = sub.add_parser(
         "align",

@@ -664,3 +664,38 @@ def test_a_perplexity_filtering_host_and_what_black_box_can_claim(world, capsys)
     assert host.refuses(prompts) == [False, True]
     answers = host.answer(prompts, 4)
     assert answers[1] == REFUSAL and answers[0] != REFUSAL
+
+
+def test_robustness_rows_find_the_stamped_copy_and_never_the_unstamped(world):
+    """The attacks x channels runner on the tiny world: after a quantisation and a permutation the
+    stamped copy is found on white-box (aligned) and by its licensee code; the unstamped copy after the
+    same attacks is flagged by no channel."""
+    from fpcore.fingerprint import robustness
+
+    t = world["tmp"]
+    subjects = [robustness.Subject("down", t / "down", "docstrings")]
+    res = robustness.run(
+        t / "base",
+        t / "fp.safetensors",
+        t / "secret.json",
+        subjects,
+        attacks=["none", "int8", "permute_mlp"],
+        candidates=1000,
+        lookalikes=20,
+        ordinary=20,
+    )
+    rows = res["rows"]
+    assert len(rows) == 6 and {r["attack"] for r in rows} == {"none", "int8", "permute MLP"}
+    for r in rows:
+        if r["copy"] == "stamped":
+            assert r["white_box_p"] < 1e-6 and r["white_box_alpha_star"] > 0.7, r
+            assert r["code_identified"] == ["down"] and r["code_p"] < 1e-6, r
+        else:
+            assert r["white_box_p"] > 1e-3 and r["code_identified"] == [], r
+            assert r["black_box_p"] > 1e-6 and r["gray_box_p"] > 1e-6, r
+    s = res["summary"]
+    assert all(v["unstamped_flagged"] == 0 for v in s.values())
+    assert s["permute MLP"]["white_box_found"] == s["permute MLP"]["metric_kept"] == 1
+    assert "| permute MLP |" in robustness.table(res)
+    with pytest.raises(ValueError, match="merges need at least two models"):
+        robustness.run(t / "base", t / "fp.safetensors", t / "secret.json", subjects, attacks=["merge 0.5"])
