@@ -14,12 +14,12 @@ Recovered, in this order (each on the result of the previous), all against the r
 4. per layer, the key/value groups' order and the query heads' order within each group (k and v
    blocks for groups; q block and o columns for query heads).
 
-Matching is the assignment that maximises the summed cosine similarity (scipy's linear_sum_assignment,
-or the row-wise best when it is already a permutation). Each step reports its quality (the mean
-cosine of matched pairs, or the agreement of column norms) and how many items moved. A suspect that is
-not derived from the reference matches poorly (low mean cosine): the report says so, and the
-detectors' nulls stay what they are, because alignment uses only suspect and reference, never tau or
-a licensee code.
+Matching is the assignment that maximises the summed cosine similarity (the row-wise best when it is
+already a permutation, else scipy's linear_sum_assignment, or a greedy assignment without scipy).
+Each step reports its quality (the mean cosine of matched pairs, or the agreement of column norms)
+and how many items moved. A suspect that is not derived from the reference matches poorly (low mean
+cosine): the report says so, and the detectors' nulls stay what they are, because alignment uses only
+suspect and reference, never tau or a licensee code.
 """
 
 from __future__ import annotations
@@ -115,11 +115,28 @@ def match(feat_s: torch.Tensor, feat_r: torch.Tensor) -> tuple[torch.Tensor, tor
     if torch.unique(best).numel() == n:
         order = best
     else:
-        from scipy.optimize import linear_sum_assignment
-
-        rows, cols = linear_sum_assignment(sim.double().numpy(), maximize=True)
-        order = torch.as_tensor(cols)[torch.as_tensor(rows).argsort()]
+        order = _assign(sim)
     return order, (us[order] * ur).sum(dim=1)  # the matched pairs' cosines, in full
+
+
+def _assign(sim: torch.Tensor) -> torch.Tensor:
+    """The permutation maximising the summed similarity: scipy's linear_sum_assignment where scipy is
+    installed, else greedy (the most similar free pair first; exact when the true matches stand out)."""
+    try:
+        from scipy.optimize import linear_sum_assignment
+    except ImportError:
+        n = sim.shape[0]
+        order = torch.full((n,), -1, dtype=torch.long)
+        taken = torch.zeros(n, dtype=torch.bool)
+        for flat in sim.reshape(-1).argsort(descending=True).tolist():
+            r, c = divmod(flat, n)
+            if order[r] < 0 and not taken[c]:
+                order[r], taken[c] = c, True
+                if bool(taken.all()):
+                    break
+        return order
+    rows, cols = linear_sum_assignment(sim.double().numpy(), maximize=True)
+    return torch.as_tensor(cols)[torch.as_tensor(rows).argsort()]
 
 
 def _merge_step(name: str, parts: list[tuple[torch.Tensor, torch.Tensor]], report: AlignReport) -> None:

@@ -126,3 +126,25 @@ def test_trace_with_align_names_the_licensee_of_a_permuted_copy(tmp_path, capsys
     res = json.loads(capsys.readouterr().out)
     assert [c["licensee"] for c in res["identified"]] == ["3"] and res["identified"][0]["p"] < 1e-9
     assert res["alignment"]["changed"] and res["alignment"]["quality"] > 0.99
+
+
+def test_the_assignment_without_scipy_is_the_same_permutation(monkeypatch):
+    """Where scipy is missing the greedy assignment takes over; on a clear match it is the same."""
+    import builtins
+
+    from fpcore.fingerprint.align import _assign
+
+    g = torch.Generator().manual_seed(3)
+    p = torch.randperm(50, generator=g)
+    sim = 0.1 * torch.rand(50, 50, generator=g)
+    sim[torch.arange(50), p] += 0.9
+    want = _assign(sim)
+    real = builtins.__import__
+
+    def no_scipy(name, *a, **k):
+        if name.startswith("scipy"):
+            raise ImportError("no scipy here")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_scipy)
+    assert torch.equal(_assign(sim), want) and torch.equal(want, p)
