@@ -24,6 +24,7 @@ import torch
 
 from fpcore.fingerprint import data
 from fpcore.fingerprint.lm import LM, generate, load_lm
+from fpcore.fingerprint.scoring import right_padded
 from fpcore.fingerprint.secret import Secret
 
 REFUSAL = "Sorry, I can't help with that."
@@ -37,13 +38,7 @@ def prompt_perplexity(lm: LM, prompts: Sequence[Sequence[int]], batch_size: int 
     model.eval()
     out: list[float] = []
     for s in range(0, len(prompts), batch_size):
-        chunk = [[lm.bos, *p] for p in prompts[s : s + batch_size]]
-        width = max(map(len, chunk))
-        ids = torch.full((len(chunk), width), lm.pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, r in enumerate(chunk):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
+        ids, mask = right_padded([[lm.bos, *p] for p in prompts[s : s + batch_size]], lm.pad)
         logp = torch.log_softmax(model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float(), -1)
         nll = -logp[:, :-1].gather(-1, ids[:, 1:, None].to(dev)).squeeze(-1)
         m = mask[:, 1:].to(dev).float()

@@ -23,6 +23,17 @@ class Scorer(Protocol):
         ...
 
 
+def right_padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of token rows, right-padded with `pad` to the longest."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
 class LocalScorer:
     """`Scorer` over a local LM: [BOS] prompt continuation, one batched forward pass per `batch_size`
     prompts, fp32 log-softmax. Prompt and continuation are tokenised separately, as training does."""
@@ -53,12 +64,7 @@ class LocalScorer:
         target = torch.tensor(cont, device=dev)
         for s in range(0, len(rows), self.batch_size):
             chunk = [r + cont for r in rows[s : s + self.batch_size]]
-            width = max(map(len, chunk))
-            ids = torch.full((len(chunk), width), lm.pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, r in enumerate(chunk):
-                ids[i, : len(r)] = torch.tensor(r)
-                mask[i, : len(r)] = 1
+            ids, mask = right_padded(chunk, lm.pad)
             logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float()
             # the continuation's tokens sit at [len - k, len); each is predicted one position earlier
             ends = torch.tensor([len(r) for r in chunk], device=dev)
