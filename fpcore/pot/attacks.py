@@ -119,6 +119,48 @@ def interp_perm(folder, final, data, cfg, seed):
     return interp(folder, final, data, cfg, seed, permuted=True)
 
 
+def blindfold_schedule(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    thetaT: dict[str, torch.Tensor],
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    master: int,
+    real: Callable[[list[np.ndarray], int], None],
+    *,
+    epochs: int,
+    seg_per_epoch: int,
+    real_per_epoch: int,
+    every: int,
+    batch: int,
+    n_data: int,
+) -> tuple[list, list[np.ndarray], list[int], int]:
+    """The blindfolded forger's trajectory (shared by the SGD and the task forgeries): per epoch the first
+    `real_per_epoch` segments are `real(rows, step)` on recorded batches, the rest move theta an equal
+    share of the way left to theta_T. Returns (checkpoints, batches, segment seeds, last step)."""
+    ckpts = [(0, checkpoint_tensors(model, opt))]
+    batches: list[np.ndarray] = []
+    seeds: list[int] = []
+    step, left = 0, epochs * (seg_per_epoch - real_per_epoch)
+    for _ in range(epochs):
+        eb = epoch_batches(n_data, batch, rng)
+        for j in range(seg_per_epoch):
+            seeds.append(segment_seed(master, len(seeds)))
+            gen.manual_seed(seeds[-1])
+            rows = eb[j * every : (j + 1) * every]
+            if j < real_per_epoch:
+                real(rows, step)
+            else:
+                with torch.no_grad():
+                    for n, p in model.named_parameters():
+                        p.add_((thetaT[n] - p) / left)
+                left -= 1
+            batches.extend(rows)
+            step += every
+            ckpts.append((step, checkpoint_tensors(model, opt)))
+    return ckpts, batches, seeds, step
+
+
 def blindfolded(
     folder, final, data: Dataset, cfg: RunConfig, seed: int, *, real_per_epoch: int = 2, margin: float = 4.0
 ):
@@ -144,25 +186,15 @@ def blindfolded(
     epochs = max(1, int(np.ceil(n_interp / (seg_per_epoch - real_per_epoch))))
     n_interp = epochs * (seg_per_epoch - real_per_epoch)
 
-    ckpts = [(0, checkpoint_tensors(model, opt))]
-    batches, seeds, step, left = [], [], 0, n_interp
-    for _ in range(epochs):
-        eb = epoch_batches(len(data), cfg.batch_size, rng)
-        for j in range(seg_per_epoch):
-            seeds.append(segment_seed(master, len(seeds)))
-            gen.manual_seed(seeds[-1])
-            rows = eb[j * cfg.every : (j + 1) * cfg.every]
-            if j < real_per_epoch:
-                for idx in rows:
-                    train_step(model, opt, data, torch.from_numpy(idx), aug_std=cfg.aug_std, generator=gen)
-            else:
-                with torch.no_grad():
-                    for n, p in model.named_parameters():
-                        p.add_((thetaT[n] - p) / left)
-                left -= 1
-            batches.extend(rows)
-            step += cfg.every
-            ckpts.append((step, checkpoint_tensors(model, opt)))
+    def real(rows: list[np.ndarray], step: int) -> None:
+        for idx in rows:
+            train_step(model, opt, data, torch.from_numpy(idx), aug_std=cfg.aug_std, generator=gen)
+
+    ckpts, batches, seeds, step = blindfold_schedule(
+        model, opt, thetaT, rng, gen, master, real,
+        epochs=epochs, seg_per_epoch=seg_per_epoch, real_per_epoch=real_per_epoch, every=cfg.every,
+        batch=cfg.batch_size, n_data=len(data),
+    )  # fmt: skip
     ckpts[-1] = (step, _as_ckpt(thetaT))
     path = write_record(folder, _header(cfg, data, init), ckpts, np.stack(batches), seeds)
     return Forgery(path, "blindfolded", {"epochs": epochs, "real_per_epoch": real_per_epoch, "real_l2": real_l2})

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .attacks import Forgery, _theta_T, tamper
+from .attacks import Forgery, _theta_T, blindfold_schedule, tamper
 from .record import checkpoint_tensors, open_record, recipe_of, write_record
 from .recorder import segment_seed
 from .task import Dataset, epoch_batches
@@ -84,27 +84,14 @@ def blindfolded(folder, final, honest: Path, seed: int, *, real_per_epoch: int =
     spe = len(data) // b
     seg_per_epoch = spe // every
     epochs = max(1, task.total_steps(data) // spe)
-    n_interp = epochs * (seg_per_epoch - real_per_epoch)
     rng = np.random.default_rng([seed, 12])
     gen = torch.Generator()
-    ckpts = [(0, checkpoint_tensors(model, opt))]
-    batches, seeds, step, left = [], [], 0, n_interp
-    for _ in range(epochs):
-        eb = epoch_batches(len(data), b, rng)
-        for j in range(seg_per_epoch):
-            seeds.append(segment_seed(8_000 + seed, len(seeds)))
-            gen.manual_seed(seeds[-1])
-            rows = eb[j * every : (j + 1) * every]
-            if j < real_per_epoch:
-                _train_segments(task, model, opt, data, rows, step, gen)
-            else:
-                with torch.no_grad():
-                    for n, p in model.named_parameters():
-                        p.add_((thetaT[n] - p) / left)
-                left -= 1
-            batches.extend(rows)
-            step += every
-            ckpts.append((step, checkpoint_tensors(model, opt)))
+    ckpts, batches, seeds, _ = blindfold_schedule(
+        model, opt, thetaT, rng, gen, 8_000 + seed,
+        lambda rows, step: _train_segments(task, model, opt, data, rows, step, gen),
+        epochs=epochs, seg_per_epoch=seg_per_epoch, real_per_epoch=real_per_epoch, every=every, batch=b,
+        n_data=len(data),
+    )  # fmt: skip
     path = write_record(folder, header, ckpts, np.stack(batches), seeds)
     return Forgery(path, "blindfolded", {"real_per_epoch": real_per_epoch, "epochs": epochs})
 
