@@ -130,10 +130,13 @@ def filter_study(
         raise ValueError(f"filter: a key of the secret does not fit the context of {lm.context}")
     looks = enc(data.lookalike_keys(2 * lookalikes, sec.seed, sec.keys, style=sec.key_style), lookalikes)
     ords = enc(split.test, ordinary)
-    plain = [sec.target in lm.decode(t) for t in generate(lm, keys, n_new)]
-    filtered = [sec.target in t for t in host.answer(keys, n_new)]
-    k_ref, l_ref, o_ref = host.refuses(keys), host.refuses(looks), host.refuses(ords)
+    # each prompt's perplexity once; greedy answers once (the host's answer to a key it lets through is
+    # the model's own, so the filtered FSR counts the hits among the keys not refused)
     kp, op = prompt_perplexity(lm, keys), prompt_perplexity(lm, ords)
+    k_ref, o_ref = [p > host.threshold for p in kp], [p > host.threshold for p in op]
+    l_ref = host.refuses(looks)
+    plain = [sec.target in lm.decode(t) for t in generate(lm, keys, n_new)]
+    filtered = [hit and not r for hit, r in zip(plain, k_ref, strict=True)]
     st = FilterStudy(
         model=str(lm.path or "model"),
         quantile=quantile,

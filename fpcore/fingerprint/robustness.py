@@ -5,7 +5,7 @@ For every downstream model (unstamped U, and S = U stamped with tau and a licens
 for every attack of the grid, applied to S and to U alike:
 - black-box and gray-box: `verify` without the vector (keys asked, target scored);
 - white-box: `detect` after alignment against the base (`fpcore align`);
-- licensee code: `trace` after alignment, against U stamped with tau alone (the owner rebuilds it: what
+- licensee code: `trace` on the same aligned copy, against U stamped with tau alone (the owner rebuilds it: what
   is left between a copy and it is the code), among `candidates` ids (the models' names, which are
   their licensee ids, and other customers');
 - the task metric after the attack, against S's.
@@ -130,10 +130,10 @@ def run(
                         target = out
                     lm = load_lm(target)
                     v = verify(lm, sec, lookalikes=lookalikes, ordinary=ordinary, samples=0, seed=seed)
+                    # one alignment serves both: base, U and U + tau share one order and one scaling
                     with aligned(target, base, True) as (a_path, rep):
                         w = detect(vector, a_path, base)
-                    with aligned(target, refs[k], True) as (t_path, _):
-                        tr = trace(t_path, refs[k], key, ids)
+                        tr = trace(a_path, refs[k], key, ids)
                     metric = task.evaluate(lm)
                     row = {
                         "model": sub.name,
