@@ -47,13 +47,13 @@ test: native lint
 bench: native
 	mkdir -p docs/perf
 	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-json=docs/perf/cpu_bench.json
-	$(PY) -m fpcore.bench_report docs/perf/cpu_bench.json --update-readme README.md --section cpu
+	$(PY) -m fpcore.cli bench report docs/perf/cpu_bench.json --update README.md --section cpu
 
 # On a machine with a CUDA GPU and its own torch + triton (no virtualenv needed there).
 bench-gpu:
 	mkdir -p docs/perf
 	python3 -m pytest benchmarks/bench_triton.py -q -p no:cacheprovider --benchmark-json=docs/perf/gpu_bench.json
-	python3 -m fpcore.bench_report docs/perf/gpu_bench.json --update-readme README.md --section gpu
+	python3 -m fpcore.cli bench report docs/perf/gpu_bench.json --update README.md --section gpu
 	python3 benchmarks/gpu_check.py
 
 # The main job: FP-VEC end to end on a small LM built and trained here (no downloads); writes

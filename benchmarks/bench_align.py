@@ -23,7 +23,7 @@ import pytest
 
 from benchmarks.conftest import record
 from fpcore import stamping
-from fpcore.bench_checkpoint import build_checkpoints, model_files
+from fpcore.bench.checkpoint import build_checkpoints, model_files
 from fpcore.detect import detect
 from fpcore.fingerprint import transforms
 from fpcore.fingerprint.align import align_checkpoint

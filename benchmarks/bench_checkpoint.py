@@ -1,12 +1,12 @@
 """Checkpoints file->file: stamp a sharded bf16 Llama-shaped model against the plain-copy I/O floor.
 
-Group "checkpoint". The models come from fpcore.bench_checkpoint's builder (base, tuned, downstream,
+Group "checkpoint". The models come from fpcore.bench.checkpoint's builder (base, tuned, downstream,
 tau = tuned - base) at FPCORE_BENCH_CKPT_PARAMS parameters (default 1.3e9, the issue's size; ~5e7 for
 a smoke run). Both benchmarks move the same bytes (read downstream + tau, write a model's worth, fsync
 the output) and remove their output between rounds, outside the timing. The page cache is warm: an
 untimed warm-up round reads every input first. extra_info holds bytes, GB/s and ratio_to_floor (the
 floor's median measured in the same run). The mergekit peer, peak RSS and the read-once check live in
-``python -m fpcore.bench_checkpoint`` (they need fresh processes).
+``fpcore bench checkpoint`` (they need fresh processes).
 """
 
 import os
@@ -18,7 +18,7 @@ import pytest
 
 from benchmarks.conftest import record
 from fpcore import stamping
-from fpcore.bench_checkpoint import build_checkpoints, copy_floor, model_files
+from fpcore.bench.checkpoint import build_checkpoints, copy_floor, model_files
 
 PARAMS = float(os.environ.get("FPCORE_BENCH_CKPT_PARAMS", "1.3e9"))
 ROUNDS = int(os.environ.get("FPCORE_BENCH_CKPT_ROUNDS", "3"))

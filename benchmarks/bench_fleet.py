@@ -27,7 +27,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from benchmarks.conftest import record  # noqa: E402
-from fpcore.bench_checkpoint import build_checkpoints, model_files  # noqa: E402
+from fpcore.bench.checkpoint import build_checkpoints, model_files  # noqa: E402
 
 PARAMS = float(os.environ.get("FPCORE_BENCH_FLEET_PARAMS", "3e8"))
 ROUNDS = int(os.environ.get("FPCORE_BENCH_FLEET_ROUNDS", "3"))

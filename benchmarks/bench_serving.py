@@ -21,7 +21,7 @@ import torch
 
 from benchmarks.conftest import BENCH_MB, MB, record
 from fpcore import serving, stamping
-from fpcore.bench_checkpoint import evict, llama_shape, write_model
+from fpcore.bench.checkpoint import evict, llama_shape, write_model
 from fpcore.io import Checkpoint
 
 

@@ -2,7 +2,7 @@
 
 Group "stamp": fpcore (out of place and in place) and the peers on the same inputs: fp32
 torch.add(out=) (the roofline), torch bf16 add_, torch bf16 add(out=), and the eager upcast
-pattern most tools use. Ratios between them come from `python -m fpcore.bench_report`.
+pattern most tools use. Ratios between them come from `fpcore bench report`.
 """
 
 import pytest

@@ -5,7 +5,7 @@ Group "trace", each coded figure with its plain twin measured in the same run:
 - in memory: fpcore.stamp with a code against the same stamp without (bf16 and fp32 models, >= 256 MB
   operands); extra_info ratio_to_plain = coded GB/s / plain GB/s (floor: >= 0.95);
 - file to file: fpcore.stamping.stamp of tau into a sharded bf16 Llama-shaped model (the builder of
-  bench_checkpoint, FPCORE_BENCH_CKPT_PARAMS parameters, default 1.3e9) with a licensee code against
+  fpcore.bench.checkpoint, FPCORE_BENCH_CKPT_PARAMS parameters, default 1.3e9) with a licensee code against
   the same stamp without; ratio_to_plain = coded seconds / plain seconds (floor: <= 1.05);
 - trace over 10^6 candidates (one pass over suspect and reference, then the candidates scored) against
   one `fpcore detect` pass over the same model (suspect, base, tau); ratio_to_detect = trace seconds /
@@ -25,7 +25,7 @@ import torch
 import fpcore
 from benchmarks.conftest import BENCH_MB, MB, median_seconds, record
 from fpcore import stamping
-from fpcore.bench_checkpoint import build_checkpoints, model_files
+from fpcore.bench.checkpoint import build_checkpoints, model_files
 from fpcore.detect import detect
 from fpcore.trace.find import trace
 from fpcore.trace.key import TraceKey

@@ -58,7 +58,7 @@ def _record(benchmark, fn: Callable[[], object], nbytes: int, copy_gbps: float) 
             "ms": round(ms, 4),
             "gbps": round(rate, 3),
             "ratio_to_copy": round(ratio, 4),
-            "roofline": "copy",  # the conftest's key names, for fpcore.bench_report
+            "roofline": "copy",  # the conftest's key names, for fpcore.bench.report
             "roofline_gbps": round(copy_gbps, 3),
             "ratio_to_roofline": round(ratio, 4),
             "device": torch.cuda.get_device_name(),

@@ -4,7 +4,7 @@ Every fpcore benchmark records in ``extra_info``: bytes moved, GB/s, and the rat
 for the same number of bytes, measured here in the same process just before (fp32
 ``torch.add(a, b, out=c)`` for read+write ops, fp32 ``torch.sum`` for read-only ops). Peers
 (torch's bf16 add_, the eager upcast pattern, the Proof-of-Learning loop) are benchmarks of their
-own in the same group; ``python -m fpcore.bench_report`` computes the ratios between them.
+own in the same group; ``fpcore bench report`` computes the ratios between them.
 
 FPCORE_BENCH_MB sets the operand size in MB (default 256: the issue's floors are stated for
 operands of at least 256 MB; use a small value only for a smoke run).

@@ -349,11 +349,11 @@ def main() -> None:
     ap.add_argument("--bench", default=str(ROOT / "docs" / "perf" / "trace_bench.json"), help="bench_trace JSON")
     a = ap.parse_args()
     if a.update_readme:
-        from fpcore.bench_report import update_readme
+        from fpcore._markers import update_section
 
-        update_readme(a.update_readme, table(json.loads(Path(a.out).read_text())), "trace-study")
+        update_section(a.update_readme, table(json.loads(Path(a.out).read_text())), "trace-study")
         if Path(a.bench).is_file():
-            update_readme(a.update_readme, bench_table(json.loads(Path(a.bench).read_text())), "trace-bench")
+            update_section(a.update_readme, bench_table(json.loads(Path(a.bench).read_text())), "trace-bench")
         return
     r = run(Path(a.demo), [int(x) for x in a.seeds.split(",")], Path(a.out), a.candidates)
     print(json.dumps(r["summary"], indent=1))

@@ -12,11 +12,11 @@ from typing import Any
 
 
 def require_dask(what: str) -> None:
-    """ValueError naming the extra when Dask is not installed (the CLI maps it to exit 2)."""
-    try:
-        import distributed  # noqa: F401
-    except ImportError as exc:
-        raise ValueError(f"{what} needs the `fleet` extra (pip install 'fpcore[fleet]'): {exc}") from None
+    """fpcore._extras.MissingExtra naming the `fleet` extra when Dask is not installed (the CLI prints
+    it as one line and exits 2)."""
+    from fpcore._extras import require
+
+    require("dask", "distributed", extra="fleet", what=what)
 
 
 def _fork_is_safe() -> bool:

@@ -1,7 +1,8 @@
 """The `fpcore` command: parses, calls the domain layer (fpcore.stamping), prints.
 
 Exit codes: 0 success; 1 when `detect` finds no fingerprint; 2 usage or input errors (bad file,
-mismatched model, existing output).
+mismatched model, existing output) and a missing optional package (one line naming the extra to
+install, fpcore._extras).
 """
 
 from __future__ import annotations
@@ -32,17 +33,22 @@ _SUBCOMMAND_MODULES: dict[str, str] = {
     "trace": "fpcore.trace.cli",
     "trace-key": "fpcore.trace.cli",
     "fleet": "fpcore.fleet.cli",
+    "bench": "fpcore.bench.cli",
 }
 _CORE_COMMANDS = ("extract", "stamp", "unstamp", "inspect", "detect")
 
 
 @contextmanager
 def _progress(total: int, desc: str, quiet: bool) -> Iterator[Callable[[int], None] | None]:
-    """A bytes/s progress bar on a terminal (tqdm); nothing when quiet or not a terminal."""
-    if quiet or not sys.stderr.isatty():
+    """A bytes/s progress bar on a terminal (tqdm); nothing when quiet, not a terminal, or without tqdm
+    (a cosmetic: the core commands do not need the extra that brings it)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    if quiet or not sys.stderr.isatty() or tqdm is None:
         yield None
         return
-    from tqdm import tqdm
 
     with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr) as bar:
         yield bar.update
@@ -363,11 +369,34 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _command_path(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The command words that ran, e.g. "pot eval" (each subparser level's dest holds its word)."""
+    words: list[str] = []
+    p: argparse.ArgumentParser | None = parser
+    while p is not None:
+        act = next((a for a in p._actions if isinstance(a, argparse._SubParsersAction)), None)
+        word = getattr(args, act.dest, None) if act is not None else None
+        if act is None or word not in act.choices:
+            break
+        words.append(word)
+        p = act.choices[word]
+    return " ".join(words) or str(args.command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
+    except ImportError as exc:  # a package of an optional extra: one line naming the extra, not a traceback
+        from fpcore._extras import missing
+
+        command = _command_path(parser, args)
+        msg = missing(exc, command)
+        if msg is None:
+            raise
+        print(f"fpcore {command}: {msg}", file=sys.stderr)
+        return 2
     except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"fpcore {args.command}: error: {exc}", file=sys.stderr)
         return 2

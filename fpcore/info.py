@@ -1,4 +1,5 @@
-"""`python -m fpcore.info [--json]`: what is built and available here, and why not."""
+"""`python -m fpcore.info [--json]`: what is built and available here, and why not; and which optional
+extras (pip install 'fpcore[EXTRA]') are installed, package by package."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from typing import Any
 
 
 def collect() -> dict[str, Any]:
-    """Versions, backends (available or why not), native build flags, SIMD level and threads."""
+    """Versions, backends (available or why not), native build flags, SIMD level and threads, and
+    the optional extras: each package, installed or not, and its version."""
     import numpy
     import torch
 
-    from fpcore import __version__, _dispatch, _native
+    from fpcore import __version__, _dispatch, _extras, _native
 
     info: dict[str, Any] = {
         "fpcore": __version__,
@@ -40,6 +42,10 @@ def collect() -> dict[str, Any]:
     info["env"] = {
         k: os.environ.get(k) for k in ("FPCORE_BACKEND", "FPCORE_SIMD", "TRITON_INTERPRET", "OMP_NUM_THREADS")
     }
+    info["extras"] = {
+        extra: {"installed": all(p["installed"] for p in pkgs), "packages": pkgs}
+        for extra, pkgs in _extras.status().items()
+    }
     return info
 
 
@@ -59,6 +65,15 @@ def _print_text(info: dict[str, Any]) -> None:
         print(f"  {name:9s} {'available' if b['available'] else 'unavailable: ' + str(b['reason'])}")
     if info["cuda_available"]:
         print(f"cuda: {info['cuda_device']}")
+    print("optional extras (pip install 'fpcore[EXTRA]'):")
+    for extra, e in info["extras"].items():
+        pkgs = ", ".join(
+            f"{p['package']} {p['version']}" if p["installed"] else f"{p['package']} (not installed)"
+            for p in e["packages"]
+        )
+        some = any(p["installed"] for p in e["packages"])
+        state = "installed" if e["installed"] else ("partly" if some else "missing")
+        print(f"  {extra:7s} {state:10s} {pkgs}")
 
 
 def main(argv: list[str] | None = None) -> int:

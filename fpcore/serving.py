@@ -10,22 +10,35 @@ rows); errors name the first tensor that does not fit.
   consumes such pairs (``module.load_state_dict(dict(...))``, vLLM-style ``load_weights``).
 - :func:`stamp_module_` / :func:`unstamp_module_` — a live ``nn.Module`` (CPU or CUDA, any mix of
   bf16/fp16/fp32 parameters), in place, one multi-tensor call per batch of tensors.
+- :func:`stamp_iter` — wraps any loader's iterator of ``(name, tensor)`` pairs (vLLM's
+  ``load_weights``, SGLang's custom weight loader, a transformers state dict), CPU or CUDA tensors,
+  with an optional licensee code; what it yields never aliases the loader's buffers.
 - :func:`load_stamped` — a transformers model loaded and stamped in one step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import math
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from fpcore import ops
+from fpcore._code import TensorCode
 from fpcore.io import Checkpoint, CheckpointError
-from fpcore.vector import FingerprintVector
+from fpcore.vector import FingerprintVector, is_embedding
+
+if TYPE_CHECKING:
+    from fpcore.trace.key import TraceKey
 
 VectorLike = str | Path | FingerprintVector
+# a licensee code for stamp_iter: (the trace key, or its file; the licensee id)
+CodeLike = tuple["TraceKey | str | Path", str]
+_CODED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 # Tau bytes moved to the module's device per multi-tensor call in stamp_module_: a 7B model in bf16
 # is stamped in ~4 calls instead of holding a second copy of its weights on the GPU.
@@ -47,17 +60,29 @@ def _finite_tau(vec: FingerprintVector, name: str, tau: torch.Tensor) -> torch.T
     return tau
 
 
+def _stamp_new(
+    theta: torch.Tensor, tau: torch.Tensor | None, alpha: float, code: TensorCode | None = None
+) -> torch.Tensor:
+    """theta + alpha * tau (+ the licensee code) as a new tensor of theta's dtype and device, written
+    once; tau may cover only theta's leading rows (vocabulary growth: the rest is theta, coded)."""
+    if tau is None:
+        return ops.stamp(theta, [], code=code) if code is not None else theta.clone()
+    rows = _rows(tuple(theta.shape), tuple(tau.shape))
+    if rows is None:
+        return ops.stamp(theta, tau, alpha, code=code)
+    out = torch.empty(theta.shape, dtype=theta.dtype, device=theta.device)
+    ops.stamp(theta[:rows], tau, alpha, out=out[:rows], code=code)
+    if code is None:
+        out[rows:].copy_(theta[rows:])
+    else:  # the code goes on over the rows tau does not cover, from where it stopped
+        ops.stamp(theta[rows:], [], out=out[rows:], code=code.at(rows * math.prod(theta.shape[1:])))
+    return out
+
+
 def _stamped(ck: Checkpoint, vec: FingerprintVector, name: str, alpha: float) -> torch.Tensor:
     """theta + alpha * tau for tensor `name`, in theta's dtype, as a new tensor: the kernel reads
     theta and tau from the page cache (memory maps, released afterwards) and writes the result once."""
-    theta = ck.get(name)
-    tau = _finite_tau(vec, name, vec.get(name))
-    rows = _rows(tuple(theta.shape), tuple(tau.shape))
-    if rows is None:
-        t = ops.stamp(theta, tau, alpha)
-    else:  # vocabulary growth: tau covers the leading rows
-        t = theta.clone()
-        ops.stamp(theta[:rows], tau, alpha, out=t[:rows])
+    t = _stamp_new(ck.get(name), _finite_tau(vec, name, vec.get(name)), alpha)
     vec.ckpt.release(name)
     ck.release(name)
     return t
@@ -91,6 +116,184 @@ def stamped_tensors(
         stamp = name in vec.ckpt and info.numel and info.dtype.is_floating_point
         t = _stamped(ck, vec, name, alpha) if stamp else ck.read(name)
         yield name, (t if dev.type == "cpu" else t.to(dev))
+
+
+def _trace_code(code: CodeLike | None, op: str) -> tuple[TraceKey, str] | None:
+    if code is None:
+        return None
+    from fpcore.trace.key import TraceKey, check_licensee
+
+    if not (isinstance(code, tuple) and len(code) == 2):
+        raise TypeError(f"{op}: code must be (trace key or its file, licensee id), got {type(code).__name__}")
+    key, licensee = code
+    check_licensee(licensee, f"{op}: code")
+    if not isinstance(key, TraceKey):
+        key = TraceKey.load(key)
+    return key, licensee
+
+
+def stamp_iter(
+    pairs: Iterable[tuple[str, torch.Tensor]] | Mapping[str, torch.Tensor],
+    vector: VectorLike,
+    alpha: float = 1.0,
+    *,
+    code: CodeLike | None = None,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    prefetch: bool = True,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(name, theta + alpha * tau)`` for every ``(name, theta)`` a loader yields, in its order:
+    the hook for serving stacks that load weights as an iterator (see docs/serving.md).
+
+    - Numerics are those of ``fpcore stamp``: fp32 math, one rounding to theta's dtype; with
+      ``code=(trace_key, licensee)`` the licensee's code is moved into the same rounding, and float
+      tensors of >= 2 dimensions tau does not cover are coded on their own. The tensors equal those
+      of the stamped checkpoint bit for bit.
+    - Every yielded tensor is new memory (tensors tau does not cover are copied): fast loaders reuse
+      one buffer between tensors, and the pairs yielded stay valid after the loader moves on.
+    - theta may live on any device (CPU or CUDA); tau goes to that device, the result stays there.
+      One pass. With `prefetch` (default) and CPU tensors, a helper thread pulls the loader's next
+      tensor and stamps it while the caller consumes the one before (at most three tensors are
+      held: one being made, one queued, the caller's); ``prefetch=False`` keeps the loader on the
+      calling thread, one tensor at a time. CUDA tensors are never prefetched (the loader's device
+      and stream context stays the caller's).
+    - Lineage: the vector and the code are checked when ``stamp_iter`` is called, before the first
+      tensor is read; with `shapes` (every tensor's name -> shape, e.g. from the model's state dict
+      or the checkpoint's header) the whole architecture is checked then too. Without it each tensor
+      tau covers is checked against the vector's base (shape; float dtype) before it is yielded, and
+      when the loader is done, a vector tensor that never came is an error naming it.
+
+    Raises:
+        CheckpointError: a tensor of another shape than the vector's base, a non-float tensor tau
+            covers, a name that came twice, a non-finite tau, or (at the end) vector tensors that
+            never came.
+        TypeError: a pair that is not ``(str, torch.Tensor)``; a malformed `code`.
+        ValueError: a non-finite alpha; a bad licensee id.
+    """
+    op = "stamp_iter"
+    vec = _vector(vector)
+    if not math.isfinite(float(alpha)):
+        raise ValueError(f"{op}: alpha must be finite, got {alpha}")
+    traced = _trace_code(code, op)
+    if shapes is not None:
+        vec.check_shapes(shapes, op)
+    items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    return _stamp_pairs(iter(items), _Stamper(op, vec, float(alpha), traced), prefetch)
+
+
+class _Stamper:
+    """stamp_iter's work on one pair, and the check that every vector tensor came."""
+
+    def __init__(self, op: str, vec: FingerprintVector, alpha: float, traced: tuple[TraceKey, str] | None) -> None:
+        self.op, self.vec, self.alpha, self.traced = op, vec, alpha, traced
+        self.covered = set(vec.names())
+        self.seen: set[str] = set()
+
+    def one(self, k: int, pair: Any) -> tuple[str, torch.Tensor]:
+        op, vec = self.op, self.vec
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise TypeError(f"{op}: item {k} is not a (name, tensor) pair: {type(pair).__name__}")
+        name, theta = pair
+        if not isinstance(theta, torch.Tensor):
+            raise TypeError(f"{op}: tensor {name!r} is a {type(theta).__name__}, not a torch.Tensor")
+        if name in self.seen:
+            raise CheckpointError(f"{op}: tensor {name!r} came twice")
+        self.seen.add(name)
+        tau = None
+        if name in self.covered:
+            got = list(theta.shape)
+            want = vec.meta.architecture.get(name) or list(vec.ckpt.info(name).shape)
+            grew = len(got) == len(want) >= 1 and got[1:] == want[1:] and got[0] > want[0] and is_embedding(name)
+            if got != want and not grew:
+                raise CheckpointError(
+                    f"{op}: tensor {name!r} has shape {tuple(got)}, the vector's base has {tuple(want)}"
+                )
+            if theta.dtype not in _CODED_DTYPES:
+                raise CheckpointError(
+                    f"{op}: tensor {name!r} is {theta.dtype}; tau covers float32/bfloat16/float16 only"
+                )
+            tau = _finite_tau(vec, name, vec.get(name)).to(theta.device)
+        tc = None
+        if self.traced is not None and theta.dtype in _CODED_DTYPES and theta.dim() >= 2:
+            tc = self.traced[0].code(self.traced[1], name)
+        with torch.no_grad():
+            out = _stamp_new(theta.detach(), tau, self.alpha, tc)
+        if tau is not None:
+            del tau
+            vec.ckpt.release(name)  # the memory map of tau: one tensor held at a time
+        return name, out
+
+    def finish(self) -> None:
+        missing = [n for n in self.vec.names() if n not in self.seen]
+        if any(is_embedding(n) and "lm_head" not in n for n in self.seen):  # tied embeddings: no lm_head
+            missing = [n for n in missing if "lm_head" not in n]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise CheckpointError(
+                f"{self.op}: the loader ended without vector tensor {missing[0]!r}{more}: {missing[:8]}"
+            )
+
+
+def _stamp_pairs(it: Iterator[Any], stamper: _Stamper, prefetch: bool) -> Iterator[tuple[str, torch.Tensor]]:
+    first = next(it, _END)
+    if first is _END:
+        stamper.finish()
+        return
+    item = stamper.one(0, first)
+    if not (prefetch and item[1].device.type == "cpu"):
+        yield item
+        for k, pair in enumerate(it, start=1):
+            yield stamper.one(k, pair)
+        stamper.finish()
+        return
+    yield from _pipelined(it, stamper, item)
+
+
+_END = object()
+
+
+def _pipelined(
+    it: Iterator[Any], stamper: _Stamper, first: tuple[str, torch.Tensor]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """The loader advanced one tensor ahead in a helper thread: its next read (disk, page cache) runs
+    while the caller consumes the tensor before. Safe because what is yielded never aliases the
+    loader's buffers. Errors (the loader's own included) come out of the caller's next()."""
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(msg: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(msg, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for k, pair in enumerate(it, start=1):
+                if not put(("pair", stamper.one(k, pair))):
+                    return
+            stamper.finish()
+            put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            put(("error", exc))
+
+    worker = threading.Thread(target=work, name="fpcore-stamp_iter", daemon=True)
+    worker.start()
+    try:
+        yield first
+        while True:
+            kind, val = q.get()
+            if kind == "pair":
+                yield val
+            elif kind == "error":
+                raise val
+            else:
+                return
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _module_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -11,15 +11,13 @@ import sys
 from dataclasses import asdict, fields
 from typing import Any
 
-EXTRA_HINT = "install the optional extra: pip install 'fpcore[llm]' (transformers, tokenizers)"
-
 
 def _need_llm(command: str) -> None:
-    try:
-        import tokenizers  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as exc:
-        raise ValueError(f"{command}: needs transformers and tokenizers ({exc}); {EXTRA_HINT}") from exc
+    """fpcore._extras.MissingExtra naming the `llm` extra when transformers or tokenizers is missing
+    (the CLI prints it as one line and exits 2)."""
+    from fpcore._extras import require
+
+    require("tokenizers", "transformers", extra="llm", what=command)
 
 
 def _log(args: argparse.Namespace):
@@ -233,32 +231,63 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
     from fpcore.cli import _emit
 
-    _need_llm("fingerprint robustness")
-    from fpcore.fingerprint import robustness
+    if args.combine:
+        if args.demo:
+            raise ValueError("fingerprint robustness: give a demo folder or --combine FILES, not both")
+        from fpcore.fingerprint import robustness
 
-    d = Path(args.demo)
-    report = d / "report.json"
-    if not report.is_file():
-        raise FileNotFoundError(f"fingerprint robustness: {report} not found (run `fpcore demo --out {d}` first)")
-    models = json.loads(report.read_text(encoding="utf-8"))["models"]
-    subjects = [robustness.Subject(m["name"], d / "models" / m["name"], m["task"]) for m in models]
-    if args.models:
-        subjects = [s for s in subjects if s.name in args.models]
-    res = robustness.run(
-        d / "models" / "base",
-        d / "fingerprint.safetensors",
-        d / "secret.json",
-        subjects,
-        attacks=args.attacks,
-        seed=args.seed,
-        candidates=args.candidates,
-        lookalikes=args.lookalikes,
-        ordinary=args.ordinary,
-        log=_log(args),
-    )
+        runs = []
+        for f in args.combine:
+            try:
+                runs.append(json.loads(Path(f).read_text(encoding="utf-8")))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(f"fingerprint robustness --combine: {f}: {exc}") from exc
+        res = robustness.combine(runs)
+    else:
+        if not args.demo:
+            raise ValueError("fingerprint robustness: give a demo folder (or --combine FILES)")
+        _need_llm("fingerprint robustness")
+        from fpcore.fingerprint import robustness
+
+        d = Path(args.demo)
+        report = d / "report.json"
+        if not report.is_file():
+            raise FileNotFoundError(f"fingerprint robustness: {report} not found (run `fpcore demo --out {d}` first)")
+        models = json.loads(report.read_text(encoding="utf-8"))["models"]
+        subjects = [robustness.Subject(m["name"], d / "models" / m["name"], m["task"]) for m in models]
+        if args.models:
+            subjects = [s for s in subjects if s.name in args.models]
+        res = robustness.run(
+            d / "models" / "base",
+            Path(args.vector) if args.vector else d / "fingerprint.safetensors",
+            Path(args.secret) if args.secret else d / "secret.json",
+            subjects,
+            attacks=args.attacks,
+            seed=args.seed,
+            candidates=args.candidates,
+            lookalikes=args.lookalikes,
+            ordinary=args.ordinary,
+            log=_log(args),
+        )
     if args.out:
-        Path(args.out).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    _emit(args, {"command": "fingerprint robustness", **res}, robustness.table(res))
+        from fpcore.io import AtomicOutput
+
+        with AtomicOutput(args.out, overwrite=True, is_file=True) as tmp:
+            tmp.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    text = robustness.table(res)
+    drawn = False
+    if args.figure:
+        drawn = robustness.plot(res, args.figure)
+        text += f"\n{'figure: ' + args.figure if drawn else 'no figure: matplotlib is not installed'}"
+    if args.update:
+        import os
+
+        from fpcore._markers import update_section
+
+        link = os.path.relpath(args.figure, Path(args.update).resolve().parent) if drawn else None
+        block = robustness.docs_block(res, args.combine or [args.out or "-"], link)
+        update_section(args.update, block, "robustness")
+    _emit(args, {"command": "fingerprint robustness", **res}, text)
     return 0
 
 
@@ -413,8 +442,26 @@ def register(sub: Any, common: Any) -> None:
         "robustness",
         help="attacks x channels on the demo's models: verdicts, p-values, FSR and task metric after each attack",
     )
-    rb.add_argument("demo", help="a folder written by `fpcore demo`")
+    rb.add_argument("demo", nargs="?", help="a folder written by `fpcore demo`")
+    rb.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="JSON",
+        help="instead of running: merge files written with --out (model splits, other key seeds) into one table",
+    )
+    rb.add_argument("--figure", help="also draw the attacks x channels figure to this PNG")
+    rb.add_argument(
+        "--update",
+        metavar="PAGE",
+        help="rewrite the page's perf-robustness marker section with the table (e.g. docs/fingerprints.md)",
+    )
     rb.add_argument("--seed", type=int, default=0, help="attack and trace-key seed (default 0)")
+    rb.add_argument(
+        "--vector",
+        help="another fingerprint of the demo's base (`fpcore fingerprint create DEMO/models/base --seed N`; "
+        "default DEMO/fingerprint.safetensors)",
+    )
+    rb.add_argument("--secret", help="that fingerprint's secret file (default DEMO/secret.json)")
     rb.add_argument("--attacks", type=_names, help="comma-separated attacks of the grid (default all)")
     rb.add_argument("--models", type=_names, help="comma-separated demo models (default all)")
     rb.add_argument("--candidates", type=int, default=10_000, help="licensee candidates per trace")

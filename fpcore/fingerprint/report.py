@@ -191,11 +191,49 @@ def readme_block(r: dict[str, Any], source: str) -> str:
     )
 
 
+def _pp(p: float) -> str:
+    return "0 (underflow)" if p == 0 else f"{p:.1e}"
+
+
+def study_table(study: dict[str, Any], source: str) -> str:
+    """The README's block: per key count, the floors met over the seeds and the spread per model."""
+    out = [
+        f"From `{source}` (`{study['command']}`, {study['seconds_total']:.0f} s; {study['machine'].get('cpu', '')}):",
+        "",
+    ]
+    for k, s in study["summary"].items():
+        n = len(s["seeds"])
+        floors = ", ".join(f"{f} **{m}/{n}**" for f, m in s["floors_met"].items())
+        out += [
+            f"**{k} keys**, seeds {', '.join(map(str, s['seeds']))}: {floors}. Training "
+            f"{s['train_seconds']['min']:.0f}-{s['train_seconds']['max']:.0f} s; fingerprinted base perplexity "
+            f"{100 * (s['perplexity_ratio']['min'] - 1):+.2f}% to {100 * (s['perplexity_ratio']['max'] - 1):+.2f}%; "
+            f"transformed unstamped models flagged {s['transformed_flagged']}/{s['transformed_checked']} "
+            f"(largest |α*| {s['max_alpha_star_transformed']:.3f}).",
+            "",
+            "| model | drift | fingerprinted (seeds) | worst combined p | worst gray-box p | worst white-box p | "
+            "black-box p | FSR | false triggers (max) | metric change | smallest p unstamped |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, m in s["models"].items():
+            out.append(
+                f"| {name} | {100 * m['drift']:.1f}% | {m['fingerprinted_after']}/{n} | {_pp(m['p_after']['max'])} | "
+                f"{_pp(m['p_gray_box']['max'])} | {_pp(m['p_white_box']['max'])} | "
+                f"{_pp(m['p_black_box']['min'])}-{_pp(m['p_black_box']['max'])} | "
+                f"{100 * m['fsr_after']['min']:.0f}-{100 * m['fsr_after']['max']:.0f}% | "
+                f"{100 * m['false_trigger_rate']['max']:.2f}% | "
+                f"{m['metric_change']['min']:+.2f} to {m['metric_change']['max']:+.2f} | "
+                f"{_pp(m['min_p_before_any_channel'])} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    from fpcore.bench_report import update_readme
+    from fpcore._markers import update_section
 
     ap = argparse.ArgumentParser(prog="python -m fpcore.fingerprint.report", description="the demo's tables")
     ap.add_argument("report", help="report.json written by `fpcore demo`")
@@ -207,12 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     r = json.loads(Path(args.report).read_text(encoding="utf-8"))
     blocks = {"fpvec-demo": readme_block(r, args.report)}
     if args.study:
-        from fpcore.fingerprint.study import table
-
-        blocks["fpvec-study"] = table(json.loads(Path(args.study).read_text(encoding="utf-8")), args.study)
+        blocks["fpvec-study"] = study_table(json.loads(Path(args.study).read_text(encoding="utf-8")), args.study)
     for section, block in blocks.items():
         if args.update_readme:
-            update_readme(args.update_readme, block, section)
+            update_section(args.update_readme, block, section)
         else:
             print(block)
     return 0

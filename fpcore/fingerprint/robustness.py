@@ -159,6 +159,8 @@ def run(
                     )
     return {
         "seed": seed,
+        "key_seed": sec.seed,
+        "vector_digest": sec.vector_digest,
         "candidates": candidates,
         "rows": rows,
         "summary": summary(rows),
@@ -179,6 +181,8 @@ def summary(rows: list[dict[str, Any]], significance: float = 1e-6) -> dict[str,
             "metric_kept": len(kept),
             "white_box_found": sum(r["white_box_p"] < significance for r in kept),
             "code_found": sum(r["code_identified"] == [r["model"]] for r in kept),
+            "white_box_found_all": sum(r["white_box_p"] < significance for r in s),
+            "code_found_all": sum(r["code_identified"] == [r["model"]] for r in s),
             "black_box_found": sum(r["black_box_p"] < significance for r in s),
             "gray_box_found": sum(r["gray_box_p"] < significance for r in s),
             "unstamped_flagged": sum(
@@ -190,6 +194,119 @@ def summary(rows: list[dict[str, Any]], significance: float = 1e-6) -> dict[str,
             ),
         }
     return out
+
+
+def combine(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs of the grid as one result: runs over parts of the models (one key seed) and runs
+    over other fingerprints (key seeds). Rows are tagged with their key seed; the summary is over every
+    row, with one per key seed beside it."""
+    rows: list[dict[str, Any]] = []
+    for r in results:
+        if "rows" not in r:
+            raise ValueError(
+                "robustness --combine: a file without rows (not written by `fingerprint robustness --out`)"
+            )
+        ks = r.get("key_seed", 0)  # runs before key seeds were recorded used the demo's fingerprint (seed 0)
+        rows += [{**row, "key_seed": row.get("key_seed", ks)} for row in r["rows"]]
+    seen: set[tuple[Any, ...]] = set()
+    for row in rows:
+        k = (row["key_seed"], row["model"], row["attack"], row["copy"])
+        if k in seen:
+            raise ValueError(f"robustness --combine: row {k} comes twice (the same run given twice?)")
+        seen.add(k)
+    seeds = sorted({row["key_seed"] for row in rows})
+    secs = [r.get("seconds", 0.0) for r in results]  # a list where the run was itself combined
+    return {
+        "key_seeds": seeds,
+        "models": sorted({row["model"] for row in rows}),
+        "machines": sorted({str(r.get("machine", "")) for r in results} - {""}),
+        "seconds": sum(sum(map(float, sec)) if isinstance(sec, list) else float(sec) for sec in secs),
+        "rows": rows,
+        "summary": summary(rows),
+        "per_seed": {str(s): summary([row for row in rows if row["key_seed"] == s]) for s in seeds},
+    }
+
+
+CHANNELS = (
+    ("white_box_found", "white-box", "metric_kept"),
+    ("code_found", "licensee code", "metric_kept"),
+    ("gray_box_found", "gray-box", "stamped"),
+    ("black_box_found", "black-box", "stamped"),
+)
+
+
+def plot(result: dict[str, Any], path: str | Path) -> bool:
+    """The figure: per attack, the share of stamped copies each channel found (white-box and code among
+    the copies that kept the task metric), unstamped copies flagged marked; merges as a curve over the
+    weight. False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    summ = result["summary"]
+    plain = [a for a in summ if not a.startswith("merge")]
+    merges = [a for a in summ if a.startswith("merge")]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [3, 1.3]})
+    h = 0.8 / len(CHANNELS)
+    for c, (key, label, of) in enumerate(CHANNELS):
+        ys = [k + (c - 1.5) * h for k in range(len(plain))]
+        ax.barh(ys, [summ[a][key] / max(summ[a][of], 1) for a in plain], height=h, label=label)
+    for k, a in enumerate(plain):
+        flagged = summ[a]["unstamped_flagged"]
+        ax.text(
+            1.02,
+            k,
+            f"kept {summ[a]['metric_kept']}/{summ[a]['stamped']}; unstamped flagged {flagged}",
+            va="center",
+            fontsize=7,
+            color="red" if flagged else "black",
+        )
+    ax.set_yticks(range(len(plain)), plain)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.6)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.set_xlabel("share of stamped copies found (p < 1e-6)")
+    seeds = result.get("key_seeds", [result.get("key_seed", 0)])
+    ax.set_title(f"attacks x channels: {len(seeds)} key seed(s) {seeds}")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.4, -0.09), ncol=4, fontsize=8)
+    if merges:
+        ws = [0.0] + [float(a.split()[-1]) for a in merges]
+        for key, label, _ in CHANNELS:
+            key = key.replace("_found", "_found_all") if key in ("white_box_found", "code_found") else key
+            ys = [summ["none"][key] / max(summ["none"]["stamped"], 1) if "none" in summ else float("nan")]
+            ys += [summ[a][key] / max(summ[a]["stamped"], 1) for a in merges]
+            bx.plot(ws, ys, marker="o", label=label)
+        bx.set_xlabel("weight of the other model in the merge")
+        bx.set_ylim(-0.05, 1.05)
+        bx.set_title("merges (all copies; the metric is not kept)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def docs_block(result: dict[str, Any], sources: Sequence[str], figure: str | None = None) -> str:
+    """The docs page's generated section: where the figures come from, the table, the figure (`figure`:
+    its link, relative to the page)."""
+    seeds = result.get("key_seeds", [result.get("key_seed", 0)])
+    models = result.get("models") or sorted({r["model"] for r in result["rows"]})
+    machines = "; ".join(result.get("machines", [])) or str(result.get("machine", ""))
+    files = ", ".join(f"`{s}`" for s in sources)
+    out = [
+        f"From {files}: {len(seeds)} key seed(s) {seeds} x {len(models)} models x {len(result['summary'])} attacks, "
+        f"{len(result['rows'])} rows, {result.get('seconds', 0) / 60:.0f} min of runs"
+        + (f" ({machines})" if machines else "")
+        + ". Counts are over every (key seed, model); white-box and code among the copies that kept the task metric.",
+        "",
+        table(result),
+        "",
+    ]
+    if figure:
+        out += [f"![attacks x channels]({figure})", ""]
+    return "\n".join(out)
 
 
 def table(result: dict[str, Any]) -> str:

@@ -116,10 +116,10 @@ def load_plan(path: str | Path) -> Plan:
     """Reads and validates the whole plan: every field's type, every file it names exists, vectors
     and the trace key load, licensee ids are valid, no two jobs write the same output and none
     writes over an input. Raises PlanError (or FileNotFoundError for the plan file itself)."""
-    try:
-        import yaml
-    except ImportError as exc:
-        raise ValueError(f"fleet plans need the `fleet` extra (pip install 'fpcore[fleet]'): {exc}") from None
+    from fpcore._extras import require
+
+    require("yaml", extra="fleet", what="fleet plans")
+    import yaml
 
     from fpcore.trace.key import TraceKey, TraceKeyError, check_licensee
     from fpcore.vector import FingerprintVector

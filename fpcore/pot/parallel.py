@@ -17,7 +17,7 @@ _REPLAYERS: dict[tuple[str, str, str], Any] = {}
 
 def _replayer(record: str, doc_sha: str, data: Any, dtype: str, threads: int | None, store: str | None) -> Any:
     from .record import open_record, sha256_file
-    from .verify import Replayer
+    from .replay import Replayer
 
     key = (record, doc_sha, dtype)
     rp = _REPLAYERS.get(key)

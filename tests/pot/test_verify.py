@@ -6,9 +6,9 @@ import torch
 
 from fpcore.pot.matching import check_matching
 from fpcore.pot.record import open_record
+from fpcore.pot.replay import Replayer
 from fpcore.pot.task import Dataset
 from fpcore.pot.verify import (
-    Replayer,
     _distances,
     check_init,
     check_replay,

@@ -1,9 +1,9 @@
-"""`python -m fpcore.bench_report RESULTS.json [--png FILE] [--update-readme README.md]`
+"""`fpcore bench report RESULTS.json [--png FILE] [--update FILE --section SECTION]`
 
 Turns a pytest-benchmark JSON file into the performance tables (every benchmark with its GB/s and
 same-run roofline ratio, then each floor of the engine with the measured ratio and a verdict), a PNG
-plot, and optionally rewrites the README's performance section between its markers. Figures come
-only from the JSON: nothing is typed by hand.
+plot, and optionally rewrites a page's performance section between its perf-SECTION markers. Figures
+come only from the JSON: nothing is typed by hand. Also ``python -m fpcore.bench.report``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-MARKER = "<!-- perf-{section}:{edge} -->"
+from fpcore._markers import update_section
 
 
 @dataclass
@@ -106,7 +106,7 @@ def median_ms(b: dict) -> float:
 def load(path: str | Path) -> dict:
     data = json.loads(Path(path).read_text())
     if "benchmarks" not in data:
-        raise ValueError(f"bench_report: {path} is not a pytest-benchmark JSON file (no 'benchmarks' key)")
+        raise ValueError(f"{path} is not a pytest-benchmark JSON file (no 'benchmarks' key)")
     return data
 
 
@@ -216,43 +216,46 @@ def plot(data: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
-def update_readme(readme: str | Path, table: str, section: str) -> None:
-    """Replace the text between the README's perf-SECTION markers (atomically: temp + rename)."""
-    p = Path(readme)
-    text = p.read_text()
-    start, end = MARKER.format(section=section, edge="start"), MARKER.format(section=section, edge="end")
-    if start not in text or end not in text:
-        raise ValueError(f"bench_report: {readme} has no {start} ... {end} markers")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(head + start + "\n" + table + end + tail)
-    tmp.replace(p)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fpcore.bench_report", description=__doc__.splitlines()[2])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The report's options (shared by `fpcore bench report` and `python -m fpcore.bench.report`)."""
     ap.add_argument("results", help="pytest-benchmark JSON (from --benchmark-json)")
     ap.add_argument("--png", help="write a bar chart here (default: next to the JSON)")
-    ap.add_argument("--update-readme", metavar="README", help="rewrite the README's performance section")
-    ap.add_argument("--section", default="cpu", help="which README section (markers perf-SECTION:start/end)")
-    args = ap.parse_args(argv)
+    ap.add_argument(
+        "--update",
+        metavar="FILE",
+        help="rewrite FILE's performance section (between its perf-SECTION start/end markers)",
+    )
+    ap.add_argument("--update-readme", dest="update", help=argparse.SUPPRESS)  # the old name
+    ap.add_argument("--section", default="cpu", help="which section (markers perf-SECTION:start/end; default cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
     png = args.png or str(Path(args.results).with_suffix(".png"))
     try:
         data = load(args.results)
     except (OSError, ValueError) as exc:
-        print(f"bench_report: {exc}", file=sys.stderr)
+        print(f"fpcore bench report: error: {exc}", file=sys.stderr)
         return 2
     table = markdown(data)
-    if args.update_readme:
+    if args.update:
         table += f"\n![{args.section} benchmarks]({Path(png).as_posix()})\n"
     print(table)
     plot(data, png)
     print(f"plot: {png}")
-    if args.update_readme:
-        update_readme(args.update_readme, table, args.section)
-        print(f"updated: {args.update_readme}")
+    if args.update:
+        try:
+            update_section(args.update, table, args.section)
+        except (OSError, ValueError) as exc:
+            print(f"fpcore bench report: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"updated: {args.update}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fpcore.bench.report", description=__doc__.split("\n\n")[1])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

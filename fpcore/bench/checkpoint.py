@@ -1,7 +1,9 @@
 """Checkpoint benchmark: file->file stamp against the I/O floor and mergekit, on models built here.
 
-    python -m fpcore.bench_checkpoint [--params 1.3e9] [--models 8] [--workdir DIR] [--reps 3]
-                                      [--cold] [--no-double] [--no-mergekit] [--keep] [--json]
+    fpcore bench checkpoint [--params 1.3e9] [--models 8] [--workdir DIR] [--reps 3]
+                            [--cold] [--no-double] [--no-mergekit] [--keep] [--json]
+
+(also ``python -m fpcore.bench.checkpoint``).
 
 It builds sharded bf16 Llama-shaped checkpoints in a work folder (random weights from seeded
 generators, written with fpcore.io, shards of at most --shard-gb, an index and a config.json): a base,
@@ -40,17 +42,20 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
+from fpcore._markers import update_section
 from fpcore.io import Checkpoint, SafetensorsWriter
 from fpcore.io.reader import INDEX
+
+if TYPE_CHECKING:
+    import torch
 
 GB = 1e9
 VOCAB = 32000
 ALPHA = 1.0
 MERGEKIT_VERSION = "0.1.5"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---- building checkpoints ----------------------------------------------------------------------
@@ -133,6 +138,8 @@ def _values(shape: tuple[int, ...], name: str, seed: int, index: int, base_seed:
     """A tensor's bf16 values: the base's (seeded by base_seed or seed), plus a seeded perturbation
     when base_seed is given (a fine-tune of that base). Norm weights are ones (perturbed by 2e-2 so
     that no delta rounds to zero in bf16), matrices N(0, 0.02) (perturbed by 1e-3)."""
+    import torch  # here, not at the top: `fpcore bench --help` and the CLI's registration stay light
+
     norm = len(shape) == 1
     if norm:
         t = torch.ones(shape)
@@ -150,6 +157,8 @@ def write_model(
 ) -> Path:
     """Write a sharded bf16 model folder (model-0000k-of-0000n.safetensors, index, config.json).
     A whole model is never in memory: tensors are generated and written one at a time."""
+    import torch
+
     dest.mkdir(parents=True, exist_ok=False)
     specs = shape.tensors()
     shards: list[list[tuple[int, str, tuple[int, ...]]]] = [[]]
@@ -495,6 +504,8 @@ def _rm(p: Path) -> None:
 
 def _max_ulp_diff(a: Path, b: Path, name: str) -> tuple[int, float]:
     """(max difference in bf16 units in the last place, fraction of identical elements) of one tensor."""
+    import torch
+
     x = Checkpoint(a).get(name).view(torch.int16).to(torch.int32)
     y = Checkpoint(b).get(name).view(torch.int16).to(torch.int32)
     # order-preserving integer image of bf16 (sign-magnitude -> two's complement)
@@ -806,8 +817,8 @@ def report(res: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fpcore.bench_checkpoint", description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The benchmark's options (shared by `fpcore bench checkpoint` and `python -m fpcore.bench.checkpoint`)."""
     p.add_argument("--params", type=float, default=1.3e9, help="model size in parameters (default 1.3e9)")
     p.add_argument("--models", type=int, default=8, help="models stamped at once for the read-once check (default 8)")
     p.add_argument("--workdir", help="where to build (default: a new temporary folder)")
@@ -820,18 +831,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--from-json", metavar="FILE", help="report a saved result (this tool's --json output) instead")
-    p.add_argument("--update-readme", metavar="README", help="put the report between the perf-checkpoint markers")
-    args = p.parse_args(argv)
+    p.add_argument("--update", metavar="FILE", help="put the report between FILE's perf-checkpoint markers")
+    p.add_argument("--update-readme", dest="update", help=argparse.SUPPRESS)  # the old name
+
+
+def run(args: argparse.Namespace) -> int:
     if args.from_json:
         res = json.loads(Path(args.from_json).read_text())
         text = report(res)
         print(text)
-        if args.update_readme:
-            from fpcore.bench_report import update_readme
-
-            cmd = "python -m fpcore.bench_checkpoint --json > docs/perf/checkpoint_bench.json"
-            update_readme(
-                args.update_readme,
+        if args.update:
+            cmd = "fpcore bench checkpoint --json > docs/perf/checkpoint_bench.json"
+            update_section(
+                args.update,
                 f"Measured by `{cmd}` ({res['cache']} page cache):\n\n```text\n{text}\n```\n",
                 "checkpoint",
             )
@@ -842,11 +854,15 @@ def main(argv: list[str] | None = None) -> int:
 
     res = bench(args, log)
     print(json.dumps(res, indent=2) if args.json else report(res))
-    if args.update_readme:
-        from fpcore.bench_report import update_readme
-
-        update_readme(args.update_readme, f"```text\n{report(res)}\n```\n", "checkpoint")
+    if args.update:
+        update_section(args.update, f"```text\n{report(res)}\n```\n", "checkpoint")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fpcore.bench.checkpoint", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":
