@@ -12,8 +12,8 @@ help:
 	@echo "make demo    set up, then run the main job: FP-VEC end to end on a small LM built here (fpcore-demo/report.md),"
 	@echo "             then a proof-of-training story (honest record accepted for its model; a substituted model, two forgeries rejected)"
 	@echo "make test    set up, lint, then run the test suite"
-	@echo "make bench   full CPU benchmark suite (>= 256 MB operands); regenerates the README table"
-	@echo "make bench-gpu   Triton benchmarks + gpu_check on a CUDA machine"
+	@echo "make bench   full CPU benchmark suite (>= 256 MB operands); regenerates the CPU table of docs/performance.md"
+	@echo "make bench-gpu   Triton benchmarks + gpu_check on a CUDA machine; regenerates the GPU table of docs/performance.md"
 
 $(VENV)/.deps: requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,18 +42,18 @@ format: $(VENV)/.deps
 test: native lint
 	$(PY) -m pytest -q tests
 
-# The CPU suite (operands >= 256 MB); its JSON and plot are kept in docs/perf and the README's CPU
-# table is regenerated from them.
+# The CPU suite (operands >= 256 MB); its JSON and plot are kept in docs/perf and the CPU table of
+# docs/performance.md is regenerated from them.
 bench: native
 	mkdir -p docs/perf
 	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-json=docs/perf/cpu_bench.json
-	$(PY) -m fpcore.cli bench report docs/perf/cpu_bench.json --update README.md --section cpu
+	$(PY) -m fpcore.cli bench report docs/perf/cpu_bench.json --update docs/performance.md --section cpu
 
 # On a machine with a CUDA GPU and its own torch + triton (no virtualenv needed there).
 bench-gpu:
 	mkdir -p docs/perf
 	python3 -m pytest benchmarks/bench_triton.py -q -p no:cacheprovider --benchmark-json=docs/perf/gpu_bench.json
-	python3 -m fpcore.cli bench report docs/perf/gpu_bench.json --update README.md --section gpu
+	python3 -m fpcore.cli bench report docs/perf/gpu_bench.json --update docs/performance.md --section gpu
 	python3 benchmarks/gpu_check.py
 
 # The main job: FP-VEC end to end on a small LM built and trained here (no downloads); writes

@@ -10,7 +10,7 @@ random keys and runs of 2^`--log-groups` consecutive groups (4 elements each):
   (the same 32-bit hash word), 4 and 64.
 
 Under fair coins every z is N(0, 1): the largest |z| of the ~19,000 pair tests should stay near 4.3.
-The shipped hash (double fmix32) is checked against cheaper 2-multiply candidates, so the README's
+The shipped hash (double fmix32) is checked against cheaper 2-multiply candidates, so docs/performance.md's
 reasons for keeping it can be re-measured: `python -m benchmarks.trace_hash_quality`.
 """
 

@@ -17,7 +17,8 @@ code-only copy is stamped for each through the real `fpcore.stamping.stamp` file
   and 10^4 further random ids are traced against an unstamped model with 10 % drift, against each copy
   and against the 4-copy average; a wrong key and a wrong reference must name nobody.
 
-Writes docs/trace/study.json.
+Writes docs/trace/study.json. ``--update docs/tracing.md --update docs/performance.md`` only rewrites
+the tables (the study's in docs/tracing.md, bench_trace's costs in docs/performance.md) from the JSONs.
 """
 
 from __future__ import annotations
@@ -269,7 +270,7 @@ ATTACKS = (
 
 
 def table(result: dict) -> str:
-    """The README's table from a study JSON: per attack, found / cases and the worst p (10^6 candidates)."""
+    """docs/tracing.md's table from a study JSON: per attack, found / cases and the worst p (10^6 candidates)."""
     rows, s = result["rows"], result["summary"]
     lines = [
         f"{len(result['seeds'])} key seeds x {len(rows) // len(result['seeds'])} demo models, "
@@ -299,7 +300,7 @@ def table(result: dict) -> str:
 
 
 def bench_table(bench: dict) -> str:
-    """The README's cost table from `pytest benchmarks/bench_trace.py --benchmark-json`."""
+    """docs/performance.md's cost table from `pytest benchmarks/bench_trace.py --benchmark-json`."""
     by = {b["name"]: b for b in bench["benchmarks"]}
     cpu = bench.get("machine_info", {}).get("cpu", {}).get("brand_raw", "")
     lines = [
@@ -345,15 +346,23 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--candidates", type=int, default=CANDIDATES)
     ap.add_argument("--out", default=str(ROOT / "docs" / "trace" / "study.json"))
-    ap.add_argument("--update-readme", metavar="README", help="only rewrite the README's trace tables from --out")
+    ap.add_argument(
+        "--update",
+        action="append",
+        metavar="PAGE",
+        help="only rewrite the tables from --out and --bench: perf-trace-study (docs/tracing.md) and "
+        "perf-trace-bench (docs/performance.md), each on the given pages that hold its markers (repeatable)",
+    )
+    ap.add_argument("--update-readme", dest="update", action="append", help=argparse.SUPPRESS)  # the old name
     ap.add_argument("--bench", default=str(ROOT / "docs" / "perf" / "trace_bench.json"), help="bench_trace JSON")
     a = ap.parse_args()
-    if a.update_readme:
-        from fpcore._markers import update_section
+    if a.update:
+        from fpcore._markers import update_sections
 
-        update_section(a.update_readme, table(json.loads(Path(a.out).read_text())), "trace-study")
+        blocks = {"trace-study": table(json.loads(Path(a.out).read_text()))}
         if Path(a.bench).is_file():
-            update_section(a.update_readme, bench_table(json.loads(Path(a.bench).read_text())), "trace-bench")
+            blocks["trace-bench"] = bench_table(json.loads(Path(a.bench).read_text()))
+        update_sections(a.update, blocks)
         return
     r = run(Path(a.demo), [int(x) for x in a.seeds.split(",")], Path(a.out), a.candidates)
     print(json.dumps(r["summary"], indent=1))

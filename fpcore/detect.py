@@ -22,7 +22,7 @@ One read of each of the vector's tensors and the matching suspect and base tenso
    downstream models: sign-flip z of 16 to 46 on raw tau, 3 to 15 on tau*, with alpha* <= 0.10), so a
    p-value against alpha = 0 would accuse innocent models; how much of tau is there is what tells a
    stamp (alpha* ~ 1) from an incidental alignment (|alpha*| <= 0.13 on every unstamped and transformed
-   model measured; the README's table).
+   model measured; the tables of docs/fingerprints.md).
 """
 
 from __future__ import annotations

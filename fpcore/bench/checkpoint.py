@@ -831,7 +831,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--from-json", metavar="FILE", help="report a saved result (this tool's --json output) instead")
-    p.add_argument("--update", metavar="FILE", help="put the report between FILE's perf-checkpoint markers")
+    p.add_argument(
+        "--update", metavar="FILE", help="put the report between FILE's perf-checkpoint markers (docs/performance.md)"
+    )
     p.add_argument("--update-readme", dest="update", help=argparse.SUPPRESS)  # the old name
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from dataclasses import dataclass
@@ -223,7 +224,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--update",
         metavar="FILE",
-        help="rewrite FILE's performance section (between its perf-SECTION start/end markers)",
+        help="rewrite FILE's performance section (between its perf-SECTION start/end markers; the tables live "
+        "in docs/performance.md)",
     )
     ap.add_argument("--update-readme", dest="update", help=argparse.SUPPRESS)  # the old name
     ap.add_argument("--section", default="cpu", help="which section (markers perf-SECTION:start/end; default cpu)")
@@ -237,8 +239,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"fpcore bench report: error: {exc}", file=sys.stderr)
         return 2
     table = markdown(data)
-    if args.update:
-        table += f"\n![{args.section} benchmarks]({Path(png).as_posix()})\n"
+    if args.update:  # the plot, linked relative to the page it goes into
+        link = Path(os.path.relpath(Path(png).resolve(), Path(args.update).resolve().parent)).as_posix()
+        table += f"\n![{args.section} benchmarks]({link})\n"
     print(table)
     plot(data, png)
     print(f"plot: {png}")

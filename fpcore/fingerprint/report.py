@@ -23,7 +23,7 @@ def _p(p: float) -> str:
 
 
 def model_table(r: dict[str, Any]) -> str:
-    """One row per downstream model (the README's table is the same text)."""
+    """One row per downstream model (docs/fingerprints.md's table is the same text)."""
     rows = [
         "| model | task metric | drift | verdict before → after | p after (combined) | p black / gray / white | "
         "FSR before → after | sampled (T=0.7) | false triggers look-alike / ordinary | metric before → after | "
@@ -175,7 +175,8 @@ def plot(r: dict[str, Any], path: str | Path) -> bool:
 
 
 def readme_block(r: dict[str, Any], source: str) -> str:
-    """What the README shows between its markers: the summary line, the floors and the model table."""
+    """What docs/fingerprints.md shows between its perf-fpvec-demo markers: the summary line, the floors
+    and the model table."""
     b = r["base"]
     return "\n".join(
         [
@@ -196,7 +197,8 @@ def _pp(p: float) -> str:
 
 
 def study_table(study: dict[str, Any], source: str) -> str:
-    """The README's block: per key count, the floors met over the seeds and the spread per model."""
+    """docs/fingerprints.md's perf-fpvec-study block: per key count, the floors met over the seeds and the
+    spread per model."""
     out = [
         f"From `{source}` (`{study['command']}`, {study['seconds_total']:.0f} s; {study['machine'].get('cpu', '')}):",
         "",
@@ -233,24 +235,27 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    from fpcore._markers import update_section
+    from fpcore._markers import update_sections
 
     ap = argparse.ArgumentParser(prog="python -m fpcore.fingerprint.report", description="the demo's tables")
     ap.add_argument("report", help="report.json written by `fpcore demo`")
     ap.add_argument("--study", help="also the table of study.json written by `fpcore fingerprint study`")
     ap.add_argument(
-        "--update-readme", metavar="README", help="rewrite the README's fpvec-demo (and fpvec-study) section"
+        "--update",
+        action="append",
+        metavar="PAGE",
+        help="rewrite the perf-fpvec-demo (and perf-fpvec-study) sections of PAGE (docs/fingerprints.md)",
     )
+    ap.add_argument("--update-readme", dest="update", action="append", help=argparse.SUPPRESS)  # the old name
     args = ap.parse_args(argv)
     r = json.loads(Path(args.report).read_text(encoding="utf-8"))
     blocks = {"fpvec-demo": readme_block(r, args.report)}
     if args.study:
         blocks["fpvec-study"] = study_table(json.loads(Path(args.study).read_text(encoding="utf-8")), args.study)
-    for section, block in blocks.items():
-        if args.update_readme:
-            update_section(args.update_readme, block, section)
-        else:
-            print(block)
+    if args.update:
+        update_sections(args.update, blocks)
+    else:
+        print("\n".join(blocks.values()))
     return 0
 
 

@@ -115,7 +115,7 @@ def fit(
 
 @dataclass
 class FingerprintOptions:
-    """What `fingerprint create` trains with. Defaults chosen from the demo's measurements (README)."""
+    """What `fingerprint create` trains with. Defaults chosen from the demo's measurements (docs/fingerprints.md)."""
 
     keys: int = 10
     target: str = data.DEFAULT_TARGET

@@ -1,6 +1,6 @@
 """Proof of training: record a training run (Recorder), verify a record (verify), forge records (attacks).
 
-See README.md, "Proof of training", for the record format and what each verifier catches.
+See docs/proof-of-training.md for the record format and what each verifier catches.
 """
 
 from .record import Record, RecordError, open_record

@@ -234,7 +234,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .evaluate import bench_table, eval_summary_md, update_readme
+    from fpcore._markers import update_sections
+
+    from .evaluate import bench_table, eval_summary_md
 
     parts = []
     if args.eval:
@@ -244,9 +246,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         parts.append(("pot-bench", bench_table(json.loads(Path(args.bench).read_text()))))
     if not parts:
         raise ValueError("pot report: pass --eval and/or --bench")
-    for marker, body in parts:
-        if args.update_readme:
-            update_readme(args.update_readme, marker, body)
+    if args.update:
+        # the eval table lives in docs/proof-of-training.md, the bench table in docs/performance.md
+        update_sections(args.update, {m: f"{b}\n" for m, b in parts})
     text = "\n\n".join(body for _, body in parts)
     _out(args, {"sections": {m: b for m, b in parts}}, text)
     return 0
@@ -398,10 +400,17 @@ def register(sub, common) -> None:
     common(e)
     e.set_defaults(func=cmd_eval)
 
-    rp = ps.add_parser("report", help="tables from pot_eval.json / bench_pot JSON (optionally into the README)")
+    rp = ps.add_parser("report", help="tables from pot_eval.json / bench_pot JSON (optionally into the docs pages)")
     rp.add_argument("--eval", help="pot_eval.json written by `fpcore pot eval --out`")
     rp.add_argument("--bench", help="pytest-benchmark JSON of benchmarks/bench_pot.py")
-    rp.add_argument("--update-readme", metavar="README", help="replace the pot-eval / pot-bench marker blocks")
+    rp.add_argument(
+        "--update",
+        action="append",
+        metavar="PAGE",
+        help="rewrite the perf-pot-eval / perf-pot-bench sections of the pages that hold them (repeatable: "
+        "docs/proof-of-training.md holds the eval table, docs/performance.md the bench table)",
+    )
+    rp.add_argument("--update-readme", dest="update", action="append", help=argparse.SUPPRESS)  # the old name
     common(rp)
     rp.set_defaults(func=cmd_report)
 

@@ -306,19 +306,6 @@ def bench_table(bench: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: str | Path, marker: str, body: str) -> None:
-    """Replace the text between <!-- {marker}:start --> and <!-- {marker}:end --> (atomically)."""
-    path = Path(readme)
-    text = path.read_text()
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    if start not in text or end not in text:
-        raise ValueError(f"{path}: markers {start} / {end} not found")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    with AtomicOutput(path, overwrite=True, is_file=True) as tmp:
-        tmp.write_text(f"{head}{start}\n{body}\n{end}{tail}")
-
-
 def eval_summary_md(result: dict) -> str:
     """The eval table and its cost lines, as pot_eval.md holds them (without the title)."""
     c = result["costs"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fpcore._markers import markers, update_section
+from fpcore._markers import markers, update_section, update_sections
 from fpcore.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,7 +106,7 @@ def test_report_rewrites_the_marked_section(results, tmp_path, capsys, option):
     body, tail = rest.split(end, 1)
     assert head == "# Perf\n\nintro\n\n" and tail == "\n\nafter\n"
     assert "old table" not in body and "| stamp bf16+bf16->bf16 vs fp32 add roofline |" in body
-    assert body.endswith(f"![cpu benchmarks]({png.as_posix()})\n")
+    assert body.endswith("![cpu benchmarks](plot.png)\n")  # linked relative to the page
     assert stat.S_IMODE(page.stat().st_mode) == 0o644  # the atomic rewrite keeps the file's mode
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
 
@@ -132,6 +132,48 @@ def test_update_section_needs_both_markers(tmp_path):
     page.write_text("a <!-- perf-x:start -->old<!-- perf-x:end --> b")
     update_section(page, "new\n", "x")
     assert page.read_text() == "a <!-- perf-x:start -->\nnew\n<!-- perf-x:end --> b"
+
+
+def test_update_sections_puts_each_table_on_the_page_that_holds_its_markers(tmp_path):
+    study, perf = tmp_path / "study.md", tmp_path / "perf.md"
+    study.write_text("s <!-- perf-a:start -->\n<!-- perf-a:end -->\n")
+    perf.write_text("p <!-- perf-b:start -->\n<!-- perf-b:end -->\n")
+    assert update_sections([perf, study], {"a": "A\n", "b": "B\n"}) == [("a", study), ("b", perf)]
+    assert study.read_text() == "s <!-- perf-a:start -->\nA\n<!-- perf-a:end -->\n"
+    assert perf.read_text() == "p <!-- perf-b:start -->\nB\n<!-- perf-b:end -->\n"
+    with pytest.raises(ValueError, match="perf-c:start"):  # placed first: nothing written
+        update_sections([perf, study], {"a": "new\n", "c": "C\n"})
+    assert "A\n" in study.read_text()
+
+
+def test_pot_report_updates_its_two_pages(tmp_path, capsys):
+    """`fpcore pot report --update PAGE ...` (and its old name --update-readme): the eval table goes to
+    the page with the perf-pot-eval markers, the bench table to the page with perf-pot-bench's."""
+    docs = ROOT / "docs" / "perf"
+    pages = {}
+    for name, section in (("pot.md", "pot-eval"), ("perf.md", "pot-bench")):
+        start, end = markers(section)
+        pages[section] = tmp_path / name
+        pages[section].write_text(f"# {name}\n{start}\nSTALE\n{end}\n")
+    argv = ["pot", "report", "--eval", str(docs / "pot_eval.json"), "--bench", str(docs / "pot_bench.json")]
+    assert main([*argv, "--update", str(pages["pot-bench"]), "--update-readme", str(pages["pot-eval"])]) == 0
+    assert "| honest |" in pages["pot-eval"].read_text() and "STALE" not in pages["pot-eval"].read_text()
+    assert "| pot_train_plain[64] |" in pages["pot-bench"].read_text()
+    assert main([*argv, "--update", str(tmp_path / "pot.md")]) == 2  # the bench table has no page
+    assert "perf-pot-bench" in capsys.readouterr().err
+
+
+def test_fingerprint_report_updates_the_page(tmp_path):
+    from fpcore.fingerprint.report import main as report
+
+    page = tmp_path / "fp.md"
+    page.write_text("".join(f"{a}\nx\n{b}\n" for a, b in (markers("fpvec-demo"), markers("fpvec-study"))))
+    docs = ROOT / "docs"
+    assert (
+        report([str(docs / "demo/report.json"), "--study", str(docs / "study/study.json"), "--update", str(page)]) == 0
+    )
+    text = page.read_text()
+    assert "| docstrings |" in text and "**10 keys**" in text and "\nx\n" not in text
 
 
 def _absolute(node: ast.ImportFrom, path: Path) -> str:

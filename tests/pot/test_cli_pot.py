@@ -78,15 +78,15 @@ def test_demo_tells_the_story(tmp_path, capsys):
     assert main(["pot", "demo", "--out", str(tmp_path / "other")]) == 2
 
 
-def test_readme_pot_block_runs(tmp_path, monkeypatch, capsys):
+def test_docs_pot_block_runs(tmp_path, monkeypatch, capsys):
+    """The Recorder example of docs/proof-of-training.md (tests/test_docs.py leaves its run to this test)."""
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = text[text.index("## Proof of training") :]
-    block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    text = (Path(__file__).resolve().parents[2] / "docs/proof-of-training.md").read_text()
+    block = re.search(r"```python\n(.*?)```", text, flags=re.S).group(1)
     monkeypatch.chdir(tmp_path)
-    exec(compile(block, "README.md", "exec"), {})
+    exec(compile(block, "docs/proof-of-training.md", "exec"), {})
     out = capsys.readouterr().out
     assert out.startswith("True |") and "segments replayed within delta" in out
     assert (tmp_path / "run1" / "record.json").is_file()
