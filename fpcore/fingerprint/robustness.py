@@ -18,6 +18,7 @@ The trace key is derived from the seed (a study's key, not a customer's): runs a
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 import time
@@ -161,6 +162,7 @@ def run(
         "seed": seed,
         "key_seed": sec.seed,
         "vector_digest": sec.vector_digest,
+        "machine": f"{demo.machine()['cpu']}, {os.cpu_count()} cores",
         "candidates": candidates,
         "rows": rows,
         "summary": summary(rows),
