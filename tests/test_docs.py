@@ -45,6 +45,7 @@ import pytest
 import torch
 
 from fpcore.io import write_safetensors
+from tests.fingerprint import test_align as align_tests
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))]
@@ -226,28 +227,8 @@ CONFIG = {
 
 def llama_state(seed: int) -> dict[str, torch.Tensor]:
     """A Llama-shaped state dict (fp32), big enough for detect's and trace's statistics (361k weights)."""
-    g = torch.Generator().manual_seed(seed)
-    d = HIDDEN // HEADS
-
-    def w(*shape):
-        return torch.randn(*shape, generator=g) / shape[-1] ** 0.5
-
-    sd = {"model.embed_tokens.weight": w(VOCAB, HIDDEN), "model.norm.weight": 1 + 0.1 * w(HIDDEN)}
-    for i in range(LAYERS):
-        p = f"model.layers.{i}"
-        sd |= {
-            f"{p}.self_attn.q_proj.weight": w(HEADS * d, HIDDEN),
-            f"{p}.self_attn.k_proj.weight": w(KV * d, HIDDEN),
-            f"{p}.self_attn.v_proj.weight": w(KV * d, HIDDEN),
-            f"{p}.self_attn.o_proj.weight": w(HIDDEN, HEADS * d),
-            f"{p}.mlp.gate_proj.weight": w(FF, HIDDEN),
-            f"{p}.mlp.up_proj.weight": w(FF, HIDDEN),
-            f"{p}.mlp.down_proj.weight": w(HIDDEN, FF),
-            f"{p}.input_layernorm.weight": 1 + 0.1 * w(HIDDEN),
-            f"{p}.post_attention_layernorm.weight": 1 + 0.1 * w(HIDDEN),
-        }
-    sd["lm_head.weight"] = w(VOCAB, HIDDEN)
-    return sd
+    assert (HEADS, KV) == (align_tests.HEADS, align_tests.KV)
+    return align_tests._llama(seed, layers=LAYERS, hidden=HIDDEN, ff=FF, vocab=VOCAB)
 
 
 def drifted(sd: dict, rel: float, seed: int) -> dict:
