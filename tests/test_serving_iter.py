@@ -94,7 +94,7 @@ def test_prefetch_stops_with_the_caller_and_passes_loader_errors(family):  # noq
             pulled.append(name)
             yield name, t
 
-    it = serving.stamp_iter(loader(), family["vec"])
+    it = serving.stamp_iter(loader(), family["vec"], prefetch=True)
     next(it)
     it.close()  # the caller stops early: the helper thread stops too, after at most two more tensors
     assert len(pulled) <= 3
@@ -105,7 +105,7 @@ def test_prefetch_stops_with_the_caller_and_passes_loader_errors(family):  # noq
         raise OSError("disk gone")
 
     with pytest.raises(OSError, match="disk gone"):
-        list(serving.stamp_iter(broken(), family["vec"]))
+        list(serving.stamp_iter(broken(), family["vec"], prefetch=True))
 
 
 def test_licensee_code_equals_coded_stamp(family, coded_ref, backend):  # noqa: F811
