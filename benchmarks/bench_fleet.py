@@ -2,7 +2,9 @@
 
 - throughput: 8 copies of a ~0.3B bf16 Llama-shaped model (FPCORE_BENCH_FLEET_PARAMS, default 3e8) and
   one tau. `fpcore stamp TAU M1..M8 -o OUT` against `fpcore fleet run PLAN --workers 2` (embedded
-  LocalCluster) on the same inputs, in A/B pairs (FPCORE_BENCH_FLEET_ROUNDS, default 3). extra_info:
+  LocalCluster) on the same inputs, in A/B pairs of alternating order, each command started after an
+  os.sync() (outside its time: no command pays for writing back the other's outputs)
+  (FPCORE_BENCH_FLEET_ROUNDS, default 3). extra_info:
   ratio_whole = single-process seconds / fleet seconds (whole commands: the fleet's includes starting
   its cluster, hashing every model and output for the ledger, and the ledger); ratio_steady = the
   single process's stamp seconds / the fleet's seconds from first submit to last ledger line (the
@@ -68,14 +70,23 @@ def test_fleet_throughput_against_single_process(benchmark, fleet_inputs):
 
     def single() -> tuple[float, dict]:
         shutil.rmtree(single_out, ignore_errors=True)
+        os.sync()  # the other command's 4.8 GB of dirty pages are not written back on this one's time
         return _cli("stamp", str(b.tau), *map(str, models), "-o", str(single_out), "--quiet")
 
     def fleet() -> tuple[float, dict]:
         shutil.rmtree(fleet_out, ignore_errors=True)
+        os.sync()
         return _cli("fleet", "run", str(plan), "--workers", "2", "--quiet")
 
     single()  # warm the page cache
-    pairs = [(single(), fleet()) for _ in range(ROUNDS)]
+    pairs = []
+    for k in range(ROUNDS):  # the order alternates: neither command always runs second
+        if k % 2 == 0:
+            s = single()
+            pairs.append((s, fleet()))
+        else:
+            f = fleet()
+            pairs.append((single(), f))
     benchmark.pedantic(fleet, rounds=1, warmup_rounds=0)
     for m in models:  # the outputs are the single process's, byte for byte
         name = m.name

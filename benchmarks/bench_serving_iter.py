@@ -11,12 +11,14 @@ beforehand (outside the timed region).
 
 Two page-cache regimes: ``cold`` (the model's files evicted with posix_fadvise before every round, tau
 kept warm: a serving host stamps every load with one tau) and ``warm``. The stamp_iter benchmark also
-times plain and stamp_iter in alternating pairs (7 pairs) and records the median of the per-pair
-ratios, ``ratio_to_plain`` (the floor: <= 1.1 when the weights come from disk, i.e. ``cold``).
+times plain and stamp_iter in alternating pairs (FPCORE_BENCH_SERVING_ITER_PAIRS, default 7) and
+records the median of the per-pair ratios, ``ratio_to_plain`` (the floor: <= 1.1 when the weights
+come from disk, i.e. ``cold``).
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -29,7 +31,7 @@ from fpcore.bench.checkpoint import evict, llama_shape, warm, write_model
 from fpcore.io import Checkpoint
 from fpcore.vector import FingerprintVector
 
-PAIRS = 7
+PAIRS = int(os.environ.get("FPCORE_BENCH_SERVING_ITER_PAIRS", "7"))
 
 
 @pytest.fixture(scope="module")

@@ -89,9 +89,15 @@ def missing(exc: ImportError, command: str | None = None) -> str | None:
     return message(name, command=command)
 
 
-def require(*modules: str, extra: str, what: str | None = None) -> None:
-    """Import each of `modules` (packages of `extra`); MissingExtra naming the first one missing."""
+def require(*modules: str, extra: str, what: str | None = None, load: bool = True) -> None:
+    """Import each of `modules` (packages of `extra`); MissingExtra naming the first one missing.
+    load=False only looks for them (import specs: a command that imports them later, e.g. in a
+    helper thread, still fails early and plainly when they are not installed)."""
     for module in modules:
+        if not load:
+            if not _installed(module):
+                raise MissingExtra(module, (extra,) if extra in extras_of(module) else extras_of(module), what)
+            continue
         try:
             importlib.import_module(module)
         except ImportError as exc:

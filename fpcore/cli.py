@@ -384,6 +384,17 @@ def _command_path(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    rc = _main(argv)
+    if argv is None:
+        # this process is the command (argv from sys.argv): what it built dies with it. Frozen objects
+        # are skipped by the collections of interpreter exit (0.1 s once Dask is loaded); atexit runs
+        import gc
+
+        gc.freeze()
+    return rc
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:

@@ -185,3 +185,88 @@ def test_cuda_tensors_stay_on_the_gpu(family, stamped_ref):  # noqa: F811
     for n, t in serving.stamp_iter(reusing_loader(family["down"], "cuda"), family["vec"], 0.8):
         assert t.is_cuda
         assert_bitwise_equal(t.cpu(), ref.get(n), what=n)
+
+
+def test_output_buffers_are_reused_only_once_let_go():
+    """stamp_iter's CPU output pool: a buffer comes back only when nothing outside holds its storage."""
+    pool = serving._Buffers()
+    cpu = torch.device("cpu")
+    shape = (1024, 1024)  # 4 MB of fp32: pooled
+
+    def get():
+        return pool.empty(shape, torch.float32, cpu)
+
+    def ptr(t):
+        return t.untyped_storage().data_ptr()
+
+    a = get()
+    pa = ptr(a)
+    assert a._base is None and a.is_contiguous() and a.shape == shape
+    del a
+    b = get()
+    assert ptr(b) == pa  # let go: reused
+    c = get()
+    assert ptr(c) != pa  # b is held
+    held = {
+        "a view": lambda t: t[1:],
+        "its storage": lambda t: t.untyped_storage(),
+        "a parameter": lambda t: torch.nn.Parameter(t, requires_grad=False),
+        "a numpy array": lambda t: t.numpy(),
+        "a reshape": lambda t: t.view(-1),
+    }
+    keep = []
+    for what, make in held.items():
+        t = get()
+        p = ptr(t)
+        keep.append(make(t))
+        del t
+        for other in (b, c):
+            assert ptr(other) != p
+        t2 = get()
+        assert ptr(t2) != p, f"a buffer still held through {what} was reused"
+        keep.append(t2)
+    keep.clear()
+    del b, c
+    # small tensors and other devices are not pooled; buffers idle past HORIZON requests are dropped
+    n = len(pool.bufs)
+    pool.empty((4,), torch.bfloat16, cpu)
+    assert len(pool.bufs) == n
+    for _ in range(serving._Buffers.HORIZON + 1):
+        pool.empty((2048, 1024), torch.bfloat16, cpu)
+    assert all(buf.numel() == 2048 * 1024 * 2 for buf, _, _ in pool.bufs)
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_pooled_outputs_equal_the_stamped_checkpoint(tmp_path, monkeypatch, hold):
+    """Every tensor goes through the pool (MIN_BYTES 0), over a model of same-shaped layers: held or
+    dropped by the caller, the values are those of `fpcore stamp`, a held tensor is never overwritten by
+    a later one, and memory the caller let go is reused."""
+    from fpcore.io import write_safetensors
+
+    monkeypatch.setattr(serving._Buffers, "MIN_BYTES", 0)
+    g = torch.Generator().manual_seed(3)
+    shapes = {f"model.layers.{k}.mlp.up_proj.weight": (48, 32) for k in range(6)} | {"model.norm.weight": (32,)}
+    models = {}
+    for name, scale in (("base", 0.0), ("tuned", 1e-2), ("down", 3e-3)):
+        sd = {n: (torch.ones(sh) + scale * torch.randn(sh, generator=g)).bfloat16() for n, sh in shapes.items()}
+        models[name] = tmp_path / f"{name}.safetensors"
+        write_safetensors(models[name], sd, {"format": "pt"})
+    vec = tmp_path / "tau.safetensors"
+    stamping.extract(models["tuned"], models["base"], vec)
+    stamping.stamp([(vec, 0.8)], [models["down"]], None, outputs=[tmp_path / "ref.safetensors"])
+    ref = Checkpoint(tmp_path / "ref.safetensors")
+    got, ptrs = {}, []
+    for name, t in serving.stamp_iter(reusing_loader(models["down"]), vec, 0.8):
+        ptrs.append(t.untyped_storage().data_ptr())
+        got[name] = t if hold else t.clone()
+        if hold:  # every tensor held so far is still what it was when yielded
+            for n, u in got.items():
+                assert_bitwise_equal(u, ref.get(n), what=n)
+        del t
+    assert list(got) == ref.names()
+    for n in ref.names():
+        assert_bitwise_equal(got[n], ref.get(n), what=n)
+    if hold:
+        assert len(set(ptrs)) == len(ptrs)
+    else:
+        assert len(set(ptrs)) < len(ptrs)  # the pool reused memory the caller let go

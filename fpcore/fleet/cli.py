@@ -12,11 +12,12 @@ import sys
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fpcore._dask import require_dask
+    from fpcore._dask import preload, require_dask
     from fpcore.cli import _emit
     from fpcore.fleet.plan import load_plan
 
-    require_dask("fpcore fleet")
+    require_dask("fpcore fleet", load=False)
+    preload()  # Dask imports while the plan is read and the vectors hashed
     from fpcore.fleet.run import run_fleet
 
     plan = load_plan(args.plan)

@@ -15,7 +15,6 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,10 +158,6 @@ def run_fleet(
     progress: bool = False,
 ) -> FleetResult:
     """Runs every job not already done. Raises ValueError for a broken ledger or a held lock."""
-    from distributed import as_completed
-
-    from fpcore.fleet.worker import run_batch
-
     if batch_size < 1:
         raise ValueError(f"fleet run: batch size must be >= 1, got {batch_size}")
     t0 = time.perf_counter()
@@ -182,16 +177,20 @@ def run_fleet(
                 res.seconds = time.perf_counter() - t0
                 return res
             by_id = dict((jid, j) for j, jid in todo)
+            # the vectors' digests (for the ledger) are read before the cluster starts: while Dask
+            # imports in a helper thread (fpcore._dask.preload; the hash runs without the GIL), not
+            # on a core the workers stamp on
+            vec_digest = {str(p): checkpoint_digest(p) for p in plan.vectors}
+            total_bytes = sum(_model_bytes(j.model) for j, _ in todo)
+            from distributed import as_completed
+
+            from fpcore.fleet.worker import run_batch
+
             t_cluster = time.perf_counter()
             with cluster_client(scheduler, workers, fork=True) as (client, address, n, threads, method):
                 res.scheduler, res.workers, res.start_method = address, n, method
                 t_work = time.perf_counter()
                 res.cluster_seconds = t_work - t_cluster
-                # the vectors' digests are read while the workers stamp (a thread started only now: the
-                # embedded workers are forked from this process, which must then run one thread)
-                pool = ThreadPoolExecutor(1, thread_name_prefix="fpcore-fleet-digest")
-                hashing = pool.submit(lambda: {str(p): checkpoint_digest(p) for p in plan.vectors})
-                pool.shutdown(wait=False)  # the digest runs on; hashing.result() waits for it
                 batches = _batches(todo, batch_size)
                 payloads = [
                     {
@@ -206,8 +205,6 @@ def run_fleet(
                     client.submit(run_batch, p, key=f"fpcore-fleet-{os.getpid()}-{k}", pure=False, retries=0): p
                     for k, p in enumerate(payloads)
                 }
-                total_bytes = sum(_model_bytes(j.model) for j, _ in todo)
-                vec_digest = hashing.result()
                 with _bars(len(todo), total_bytes, progress) as bar:
                     for fut in as_completed(futures):
                         payload = futures[fut]
