@@ -3,7 +3,8 @@ costs, what the record weighs, and what verification costs, against training mea
 (group "pot-lm"). Torch on one thread (FPCORE_BENCH_POT_LM_EPOCHS epochs, default 1: 512 steps of 8
 windows of 64 bytes, a checkpoint every 4 steps: 128 segments).
 
-- recorder overhead: train_task with and without the Recorder in A/B pairs; extra_info
+- recorder overhead: train_task with and without the Recorder in A/B pairs of alternating order
+  (FPCORE_BENCH_POT_LM_PAIRS, default 7); extra_info
   recorder_overhead = median recorded / median plain - 1 (floor <= 0.10), and the pairs' spread;
 - record size: the record folder against a full-state-every-k record at the same k (the checkpoints'
   bytes alone); extra_info size_ratio, and light_size_ratio for the light record `pot split` leaves
@@ -32,7 +33,7 @@ from fpcore.pot.train import train_task  # noqa: E402
 from fpcore.pot.verify import check_replay  # noqa: E402
 
 EPOCHS = int(os.environ.get("FPCORE_BENCH_POT_LM_EPOCHS", "1"))
-PAIRS = int(os.environ.get("FPCORE_BENCH_POT_LM_PAIRS", "3"))
+PAIRS = int(os.environ.get("FPCORE_BENCH_POT_LM_PAIRS", "7"))
 RESULT: dict = {}
 
 
@@ -42,9 +43,16 @@ def lm(tmp_path_factory):
     task = TinyLM({"epochs": EPOCHS})
     root = tmp_path_factory.mktemp("potlm")
     pairs = []
-    for k in range(PAIRS):
-        _, _, plain = train_task(None, task, 0, record=False)
-        path, _, rec = train_task(root / f"rec{k}", task, 0, every=4)
+    for k in range(PAIRS):  # the order alternates: neither run always goes second
+        if k % 2 == 0:
+            _, m_plain, plain = train_task(None, task, 0, record=False)
+            path, m_rec, rec = train_task(root / f"rec{k}", task, 0, every=4)
+        else:
+            path, m_rec, rec = train_task(root / f"rec{k}", task, 0, every=4)
+            _, m_plain, plain = train_task(None, task, 0, record=False)
+        # the baseline is the same training: the recorded run ends at the same weights, bit for bit
+        for (n, a), (_, b) in zip(m_plain.state_dict().items(), m_rec.state_dict().items(), strict=True):
+            assert torch.equal(a, b), n
         pairs.append((plain, rec))
     return task, path, pairs
 

@@ -243,6 +243,40 @@ def _open_sink(path: Path, direct: bool) -> _BufferedSink | _DirectSink:
     return _BufferedSink(open(path, "wb", buffering=0))  # noqa: SIM115 - closed by close()/abort()
 
 
+def safetensors_prefix(
+    path: Path, layout: Iterable[tuple[str, Any, tuple[int, ...]]], metadata: Mapping[str, str] | None
+) -> tuple[list[tuple[str, str, tuple[int, ...]]], bytes]:
+    """A safetensors file's first bytes (length, JSON header padded to ALIGN) for tensors laid out in
+    `layout`'s order, their data back to back after it; and the layout with safetensors dtype names.
+    Errors name `path` and the tensor."""
+    checked: list[tuple[str, str, tuple[int, ...]]] = []
+    for n, d, shape in layout:
+        try:
+            st = format_dtype(d)
+        except KeyError:
+            raise CheckpointError(f"{path}: tensor {n!r} has dtype {d}, which safetensors cannot store") from None
+        checked.append((n, st, tuple(int(x) for x in shape)))
+    header: dict[str, object] = {}
+    if metadata:
+        bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
+        if bad:
+            raise CheckpointError(f"{path}: metadata {bad[0]!r} must map a string to a string")
+        header["__metadata__"] = dict(metadata)
+    offset = 0
+    for name, dtype, shape in checked:
+        if name in header:
+            raise CheckpointError(f"{path}: tensor {name!r} declared twice")
+        n = 1
+        for x in shape:
+            n *= x
+        nbytes = n * FORMAT_DTYPES[dtype][0]
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-(8 + len(raw)) % ALIGN)
+    return checked, struct.pack("<Q", len(raw)) + raw
+
+
 class SafetensorsWriter:
     """``SafetensorsWriter(path, [(name, dtype, shape), ...], metadata)``, then ``write(name, t)`` for
     each tensor in the declared order, then ``close()`` (or use it as a context manager). A dtype
@@ -263,38 +297,13 @@ class SafetensorsWriter:
         direct: bool = False,
     ) -> None:
         self.path = Path(path)
-        self._layout: list[tuple[str, str, tuple[int, ...]]] = []
-        for n, d, shape in layout:
-            try:
-                st = format_dtype(d)
-            except KeyError:
-                msg = f"{self.path}: tensor {n!r} has dtype {d}, which safetensors cannot store"
-                raise CheckpointError(msg) from None
-            self._layout.append((n, st, tuple(int(x) for x in shape)))
-        header: dict[str, object] = {}
-        if metadata:
-            bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
-            if bad:
-                raise CheckpointError(f"{self.path}: metadata {bad[0]!r} must map a string to a string")
-            header["__metadata__"] = dict(metadata)
-        offset = 0
-        for name, dtype, shape in self._layout:
-            if name in header:
-                raise CheckpointError(f"{self.path}: tensor {name!r} declared twice")
-            n = 1
-            for x in shape:
-                n *= x
-            nbytes = n * FORMAT_DTYPES[dtype][0]
-            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-            offset += nbytes
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-(8 + len(raw)) % ALIGN)
+        self._layout, prefix = safetensors_prefix(self.path, layout, metadata)
         # direct: O_DIRECT when the platform and file system allow it (_DirectSink), else through
         # the page cache (_BufferedSink).
         self._sink = _open_sink(self.path, direct)
         self._closed = False
         try:
-            self._sink.write(memoryview(struct.pack("<Q", len(raw)) + raw))
+            self._sink.write(memoryview(prefix))
         except BaseException:
             self.abort()
             raise

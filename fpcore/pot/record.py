@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 FORMAT = "fpcore.pot-record"
 VERSION = 1
@@ -66,15 +65,19 @@ UPDATE_METRICS = ("l1", "l2", "linf", "cosine")  # a segment's committed update 
 STEP_DIGEST = {"algorithm": "blake3-16/params", "bytes_per_step": 16}
 
 
-def params_digest(model: torch.nn.Module) -> bytes:
-    """16 bytes naming the model's parameters after a step: BLAKE3 (several GB/s) over each parameter's
-    name and raw bytes, in sorted name order (what a per-step record keeps; replay compares it bit for
-    bit)."""
+def _blake3() -> Any:
     try:
         import blake3
     except ImportError as exc:
         raise ValueError(f"proof-of-training records need blake3 (pip install 'fpcore[pot]'): {exc}") from None
-    h = blake3.blake3()
+    return blake3.blake3()
+
+
+def params_digest(model: torch.nn.Module) -> bytes:
+    """16 bytes naming the model's parameters after a step: BLAKE3 (several GB/s) over each parameter's
+    name and raw bytes, in sorted name order (what a per-step record keeps; replay compares it bit for
+    bit). :class:`ParamsDigest` gives the same bytes for a model digested after every step."""
+    h = _blake3()
     for n, p in sorted(model.named_parameters(), key=lambda x: x[0]):
         t = p.detach()
         if t.device.type != "cpu":
@@ -82,6 +85,52 @@ def params_digest(model: torch.nn.Module) -> bytes:
         h.update(n.encode() + b"\0")
         h.update(t.contiguous().view(-1).view(torch.uint8).numpy() if t.numel() else b"")
     return h.digest(length=16)
+
+
+class ParamsDigest:
+    """params_digest(model) for a model digested after every step (the Recorder, replay): the sorted
+    names and byte views of the parameters' own memory (optimizers update it in place) are made once,
+    so a step costs the hash and little else (TinyLM: 0.30 ms a step before). Any change is seen
+    before hashing: another set of parameters (a module's parameter replaced), a parameter whose
+    memory moved or changed size (``p.data = ...``), or one off the CPU or not contiguous (those take
+    params_digest's path)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self._params: list[torch.nn.Parameter] = []  # model.parameters() when the plan was made
+        self._plan: list[tuple[torch.nn.Parameter, int, int, bytes, Any]] | None = None  # sorted by name
+
+    def _build(self, params: list[torch.nn.Parameter]) -> list[tuple[torch.nn.Parameter, int, int, bytes, Any]] | None:
+        plan = []
+        for n, p in sorted(self.model.named_parameters(), key=lambda x: x[0]):
+            t = p.detach()
+            if t.device.type != "cpu" or not t.is_contiguous():
+                return None
+            view = t.view(-1).view(torch.uint8).numpy() if t.numel() else b""
+            plan.append((p, t.data_ptr(), t.numel(), n.encode() + b"\0", view))
+        self._params = params
+        return plan
+
+    def _stale(self, params: list[torch.nn.Parameter]) -> bool:
+        plan = self._plan
+        return (
+            plan is None
+            or len(params) != len(self._params)
+            or any(a is not b for a, b in zip(params, self._params, strict=True))
+            or any(p.data_ptr() != ptr or p.numel() != numel for p, ptr, numel, _, _ in plan)
+        )
+
+    def __call__(self) -> bytes:
+        params = list(self.model.parameters())
+        if self._stale(params):
+            self._plan = self._build(params)
+        if self._plan is None:
+            return params_digest(self.model)
+        h = _blake3()
+        for _, _, _, name, view in self._plan:
+            h.update(name)
+            h.update(view)
+        return h.digest(length=16)
 
 
 def header_of(doc: dict) -> dict:
@@ -165,16 +214,39 @@ def finish_record(
 
 def write_checkpoint(tmp: Path, step: int, tensors: dict[str, torch.Tensor], *, fsync: bool = False) -> dict:
     """ckpt/step_<n>.safetensors in the record's temporary folder; its chain entry (before sealing).
-    With `fsync` the file is flushed to disk now (the Recorder does this on its writer thread, so the
-    final rename finds every checkpoint already durable)."""
+    With `fsync` the file is flushed to disk now (the Recorder does this on its writer threads, so the
+    final rename finds every checkpoint already durable).
+
+    The tensors (sorted by name, back to back) go from their own memory to the file and to SHA-256,
+    with the GIL released for every large piece: on the Recorder's writer threads the training
+    thread keeps the GIL (serialising to bytes first held it for each whole checkpoint, ~14 % of a
+    tiny-lm step's time)."""
+    from fpcore.io.writer import safetensors_prefix
+
     rel = f"ckpt/step_{step}.safetensors"
-    raw = checkpoint_bytes(tensors, step)
-    with open(tmp / rel, "wb") as f:
-        f.write(raw)
+    names = sorted(tensors)
+    _, prefix = safetensors_prefix(
+        tmp / rel,
+        [(n, tensors[n].dtype, tuple(tensors[n].shape)) for n in names],
+        {"fpcore.pot-checkpoint.step": str(step)},
+    )
+    pieces: list[Any] = [prefix]
+    for n in names:
+        t = tensors[n].detach()
+        if t.numel():
+            pieces.append(t.cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    h = hashlib.sha256()
+    total = 0
+    with open(tmp / rel, "wb", buffering=0) as f:
+        for piece in pieces:
+            h.update(piece)
+            view = memoryview(piece).cast("B")
+            while view:
+                view = view[f.write(view) :]
+            total += len(memoryview(piece).cast("B"))
         if fsync:
-            f.flush()
             os.fsync(f.fileno())
-    return {"step": int(step), "file": rel, "bytes": len(raw), "sha256": sha256_bytes(raw)}
+    return {"step": int(step), "file": rel, "bytes": total, "sha256": h.hexdigest()}
 
 
 def write_record(
@@ -210,12 +282,6 @@ def checkpoint_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer | None
                 if isinstance(v, torch.Tensor):  # moments, momentum buffers, and AdamW's step counter
                     out[f"optim.{names[id(p)]}.{k}"] = v.detach().to("cpu", copy=True).contiguous()
     return out
-
-
-def checkpoint_bytes(tensors: dict[str, torch.Tensor], step: int) -> bytes:
-    # one metadata key: safetensors writes a metadata map in hash order, so two keys would make the bytes
-    # (and the record's sha256s) differ between two writes of the same checkpoint
-    return st_save(tensors, metadata={"fpcore.pot-checkpoint.step": str(step)})
 
 
 def load_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None, tensors: dict[str, torch.Tensor]) -> None:

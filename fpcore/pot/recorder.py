@@ -29,7 +29,14 @@ from fpcore import trajectory_stats
 from fpcore.io import AtomicOutput
 from fpcore.io.atomic import fsync_dir
 
-from .record import UPDATE_METRICS, checkpoint_tensors, finish_record, make_header, params_digest, write_checkpoint
+from .record import (
+    UPDATE_METRICS,
+    ParamsDigest,
+    checkpoint_tensors,
+    finish_record,
+    make_header,
+    write_checkpoint,
+)
 from .task import Dataset
 
 WRITERS = 4  # writer threads
@@ -123,6 +130,7 @@ class Recorder:
         self._batches: list[torch.Tensor] = []
         self._seeds: list[int] = []
         self._digests: list[bytes] = []  # the parameters' digest after every step (16 bytes each)
+        self._digest = ParamsDigest(model)
         self._prev_flat: torch.Tensor | None = None
         self._sizes: dict[str, list[float]] = {m: [] for m in UPDATE_METRICS}
         self.steps = 0
@@ -168,7 +176,7 @@ class Recorder:
         if tuple(idx.shape) != (self.batch_size,):
             raise ValueError(f"Recorder.step: expected {self.batch_size} sample indices, got shape {tuple(idx.shape)}")
         self._batches.append(idx.to(torch.int64, copy=True))
-        self._digests.append(params_digest(self.model))
+        self._digests.append(self._digest())
         self.steps += 1
         if self.steps % self.every == 0:
             self._checkpoint()

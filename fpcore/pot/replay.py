@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .record import STEP_DIGEST, Record, load_state, params_digest
+from .record import STEP_DIGEST, ParamsDigest, Record, load_state
 from .task import Dataset, build_model, build_optimizer, train_step
 from .tasks import task_of_record
 
@@ -43,13 +43,14 @@ class Replayer:
         steps = self.rec.steps
         first = None
         w = STEP_DIGEST["bytes_per_step"]
+        digest = ParamsDigest(self.model)
         for s in range(steps[j], steps[j + 1]):
             if self.task is not None:
                 self.task.train_step(self.model, self.opt, self.data, self.batches[s], s, self.gen)
             else:
                 train_step(self.model, self.opt, self.data, self.batches[s], aug_std=self.aug, generator=self.gen)
             if self.digests is not None and first is None:
-                if params_digest(self.model) != self.digests[s * w : (s + 1) * w]:
+                if digest() != self.digests[s * w : (s + 1) * w]:
                     first = s
         if self.digests is not None:
             self.first_mismatch[j] = first

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .recorder import Recorder
+from .recorder import Recorder, segment_seed
 from .task import Dataset, build_model, build_optimizer, epoch_batches, train_step
 
 
@@ -124,15 +124,13 @@ def train_task(
             task=task.describe(),
         )
         gen = rec.generator
-    else:
-        from .recorder import segment_seed
-
-        gen.manual_seed(segment_seed(seed, 0))
     step = 0
     epochs = task.total_steps(data) // max(1, len(data) // b)
     for _ in range(epochs):
         for idx in epoch_batches(len(data), b, rng):
             t = torch.from_numpy(idx)
+            if rec is None and step % every == 0:  # the Recorder's per-segment seeds: the same training
+                gen.manual_seed(segment_seed(seed, step // every))
             task.train_step(model, opt, data, t, step, gen)
             if rec is not None:
                 rec.step(t)

@@ -186,3 +186,69 @@ def test_flat_params_from_bytes_equal_the_parsed_checkpoint(honest):
         ref = torch.cat([ck[k].flatten() for k in sorted(ck) if k.startswith("param.")])
         assert fast.dtype == torch.float32 and torch.equal(fast, ref)
         assert torch.equal(rec.flat_params(i), ref)  # parsed now: built from checkpoint(i)
+
+
+def test_params_digest_cached_views_follow_every_change():
+    """ParamsDigest (the Recorder's and replay's per-step digest) gives params_digest's bytes whatever
+    happens to the parameters between steps."""
+    from fpcore.pot.record import ParamsDigest, params_digest
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    d = ParamsDigest(model)
+    seen = set()
+
+    def check():
+        got = d()
+        assert got == params_digest(model)
+        assert got not in seen  # every change below changes the digest: the check is not vacuous
+        seen.add(got)
+
+    check()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(4, 6)).sum().backward()
+    opt.step()  # in place
+    check()
+    w = model[0].weight
+    w.data = w.data.clone() * 2  # memory moved
+    check()
+    model[2].bias = torch.nn.Parameter(torch.ones(3))  # a parameter replaced in its module
+    check()
+    model[2].weight.data = model[2].weight.data.t().contiguous().t()  # not contiguous: params_digest's path
+    with torch.no_grad():
+        model[2].weight.mul_(3)
+    check()
+    model.add_module("extra", torch.nn.Linear(3, 2))  # another set of parameters
+    check()
+
+
+def test_checkpoint_file_is_safetensors_with_its_sha256(tmp_path):
+    """write_checkpoint streams the tensors' own memory: the file loads with the safetensors library,
+    its SHA-256 and size are the entry's, and two writes of the same state are the same bytes."""
+    from safetensors import safe_open
+
+    from fpcore.pot.record import write_checkpoint
+
+    g = torch.Generator().manual_seed(1)
+    tensors = {
+        "param.w": torch.randn(7, 5, generator=g),
+        "param.b16": torch.randn(9, generator=g).bfloat16(),
+        "optim.w.step": torch.tensor(12.0),
+        "buffer.empty": torch.empty(0, 3),
+        "buffer.idx": torch.arange(4),
+        "param.t": torch.randn(4, 6, generator=g).t(),  # not contiguous
+    }
+    entries = []
+    for k in range(2):
+        (tmp_path / f"r{k}" / "ckpt").mkdir(parents=True)
+        entries.append(write_checkpoint(tmp_path / f"r{k}", 8, tensors, fsync=k == 0))
+    f0, f1 = (tmp_path / f"r{k}" / entries[k]["file"] for k in range(2))
+    assert f0.read_bytes() == f1.read_bytes()
+    assert entries[0]["sha256"] == hashlib.sha256(f0.read_bytes()).hexdigest() == entries[1]["sha256"]
+    assert entries[0]["bytes"] == f0.stat().st_size
+    with safe_open(str(f0), framework="pt") as f:
+        assert f.metadata() == {"fpcore.pot-checkpoint.step": "8"}
+        assert sorted(f.keys()) == sorted(tensors)
+        for n, t in tensors.items():
+            got = f.get_tensor(n)
+            assert got.dtype == t.dtype and got.shape == t.shape and torch.equal(got, t), n
