@@ -7,10 +7,11 @@
     rec.finish()
 
 On the hot path the Recorder only copies the state every k steps. The copies wait in memory until
-`buffer_bytes` (default 64 MB) of them are queued, and at finish(); then writer threads serialise, hash,
-write and fsync them (several writers, so their fsyncs overlap). With `buffer_bytes=0` each copy goes to
-the writers at once; while training runs, their Python-level work takes the GIL from the training thread,
-which on short steps costs more than it saves (benchmarks/bench_pot.py measures both). The record is
+`buffer_bytes` (default 64 MB) of them are queued, and at finish(); then writer threads stream them to
+their files and to SHA-256 (the GIL released for every large piece; record.write_checkpoint) and fsync
+them (several writers, so their fsyncs overlap). With `buffer_bytes=0` each copy goes to the writers at
+once; while training runs, their Python-level work still takes the GIL from the training thread now and
+then, which on short steps costs more than it saves (benchmarks/bench_pot.py measures both). The record is
 built in a temporary folder beside `folder` and renamed into place by finish(), so a crashed run never
 leaves a partial record.
 """
@@ -120,8 +121,7 @@ class Recorder:
         self._out = _RecordOutput(folder, overwrite=overwrite)
         self._tmp = self._out.__enter__()
         (self._tmp / "ckpt").mkdir()
-        # several writers: their fsyncs overlap (the file system commits them together), the GIL-bound
-        # serialisation stays short
+        # several writers: their fsyncs overlap (the file system commits them together)
         self._pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="fpcore-pot-writer")
         self._pending: list[Future] = []
         self._queued: list[tuple[int, dict[str, torch.Tensor]]] = []
