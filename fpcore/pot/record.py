@@ -212,6 +212,24 @@ def finish_record(
     return doc
 
 
+def _packed_data(tensors: dict[str, torch.Tensor], names: list[str]) -> Any:
+    """The data section of `tensors` as one array when they are still a PackedState's views of its
+    buffer, in `names` order and back to back (a dict edited since, e.g. by an attack, is not); else None."""
+    buf = getattr(tensors, "buffer", None)
+    if buf is None:
+        return None
+    pos = buf.data_ptr()
+    for n in names:
+        t = tensors[n]
+        nbytes = t.numel() * t.element_size()
+        if nbytes and (t.device.type != "cpu" or not t.is_contiguous() or t.data_ptr() != pos):
+            return None
+        pos += nbytes
+    if pos != buf.data_ptr() + buf.numel():
+        return None
+    return buf.numpy()
+
+
 def write_checkpoint(tmp: Path, step: int, tensors: dict[str, torch.Tensor], *, fsync: bool = False) -> dict:
     """ckpt/step_<n>.safetensors in the record's temporary folder; its chain entry (before sealing).
     With `fsync` the file is flushed to disk now (the Recorder does this on its writer threads, so the
@@ -230,11 +248,15 @@ def write_checkpoint(tmp: Path, step: int, tensors: dict[str, torch.Tensor], *, 
         [(n, tensors[n].dtype, tuple(tensors[n].shape)) for n in names],
         {"fpcore.pot-checkpoint.step": str(step)},
     )
+    packed = _packed_data(tensors, names)
     pieces: list[Any] = [prefix]
-    for n in names:
-        t = tensors[n].detach()
-        if t.numel():
-            pieces.append(t.cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    if packed is not None:
+        pieces.append(packed)
+    else:
+        for n in names:
+            t = tensors[n].detach()
+            if t.numel():
+                pieces.append(t.cpu().contiguous().view(-1).view(torch.uint8).numpy())
     h = hashlib.sha256()
     total = 0
     with open(tmp / rel, "wb", buffering=0) as f:
@@ -271,16 +293,38 @@ def write_record(
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
-def checkpoint_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> dict[str, torch.Tensor]:
-    """What replay needs at a checkpoint: param.<n>, buffer.<n>, optim.<n>.<state> (detached CPU copies)."""
-    out = {f"param.{n}": p.detach().to("cpu", copy=True).contiguous() for n, p in model.named_parameters()}
-    out |= {f"buffer.{n}": b.detach().to("cpu", copy=True).contiguous() for n, b in model.named_buffers()}
+class PackedState(dict):
+    """A checkpoint's tensors (name -> tensor) that are views, in sorted-name order and back to back, of
+    one uint8 `buffer`: the data section of its file, which write_checkpoint then writes and hashes
+    in one piece (each piece taken or given back is a GIL handoff with the training thread)."""
+
+    buffer: torch.Tensor
+
+
+def checkpoint_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> PackedState:
+    """What replay needs at a checkpoint: param.<n>, buffer.<n>, optim.<n>.<state> (detached CPU copies,
+    packed into one buffer: PackedState)."""
+    src = {f"param.{n}": p for n, p in model.named_parameters()}
+    src |= {f"buffer.{n}": b for n, b in model.named_buffers()}
     if opt is not None:
         names = {id(p): n for n, p in model.named_parameters()}
         for p, st in opt.state.items():
             for k, v in st.items():
                 if isinstance(v, torch.Tensor):  # moments, momentum buffers, and AdamW's step counter
-                    out[f"optim.{names[id(p)]}.{k}"] = v.detach().to("cpu", copy=True).contiguous()
+                    src[f"optim.{names[id(p)]}.{k}"] = v
+    order = sorted(src)
+    total = sum(src[n].numel() * src[n].element_size() for n in order)
+    buf = torch.empty(total, dtype=torch.uint8)
+    out = PackedState()
+    off = 0
+    for n in order:
+        t = src[n].detach()
+        nbytes = t.numel() * t.element_size()
+        view = buf[off : off + nbytes].view(t.dtype).view(t.shape) if nbytes else torch.empty(t.shape, dtype=t.dtype)
+        view.copy_(t)
+        out[n] = view
+        off += nbytes
+    out.buffer = buf
     return out
 
 

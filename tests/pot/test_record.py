@@ -252,3 +252,34 @@ def test_checkpoint_file_is_safetensors_with_its_sha256(tmp_path):
         for n, t in tensors.items():
             got = f.get_tensor(n)
             assert got.dtype == t.dtype and got.shape == t.shape and torch.equal(got, t), n
+
+
+def test_packed_checkpoint_writes_the_same_bytes_as_its_tensors(tmp_path):
+    """checkpoint_tensors packs the state into one buffer that write_checkpoint writes in one piece: the
+    file is byte for byte the one its tensors give one by one, also after the dict was edited."""
+    from fpcore.pot.record import checkpoint_tensors, write_checkpoint
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2).bfloat16())
+    opt = torch.optim.AdamW(model[:2].parameters(), lr=0.1)
+    model[:2](torch.randn(8, 5)).sum().backward()
+    opt.step()
+    packed = checkpoint_tensors(model, opt)
+    assert packed.buffer.numel() == sum(t.numel() * t.element_size() for t in packed.values())
+    assert any(k.startswith("optim.") for k in packed) and any(k.startswith("buffer.") for k in packed)
+
+    def write(name, tensors):
+        (tmp_path / name / "ckpt").mkdir(parents=True)
+        e = write_checkpoint(tmp_path / name, 3, tensors)
+        return e, (tmp_path / name / e["file"]).read_bytes()
+
+    e1, b1 = write("packed", packed)
+    e2, b2 = write("plain", {k: v.clone() for k, v in packed.items()})
+    assert b1 == b2 and e1 == e2
+    packed["param.0.bias"] = torch.full((4,), 7.0)  # edited: no longer the buffer's view
+    e3, b3 = write("edited", packed)
+    e4, b4 = write("edited-plain", {k: v.clone() for k, v in packed.items()})
+    assert b3 == b4 and b3 != b1
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    assert not torch.equal(packed["param.0.weight"], model[0].weight)  # copies, not the live tensors
