@@ -7,6 +7,7 @@ verification does, so the verdict is the serial one."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +42,23 @@ def replay_task(
 
 
 def replay_segments(
-    client: Any, threads: int | None, rec: Any, data: Any, segs: list[int]
-) -> tuple[list[list[torch.Tensor]], dict[int, int | None]]:
-    """Replay `segs` on the client's workers, one task per segment: the reached parameters in `segs`
-    order, and per segment the first step whose digest differs from the record's (records with them)."""
+    client: Any, threads: int | None, rec: Any, data: Any, segs: list[int], *, float64: Sequence[int] = ()
+) -> tuple[list[list[torch.Tensor]], dict[int, int | None], list[list[torch.Tensor]]]:
+    """Replay `segs` on the client's workers, one task per segment, and the segments `float64` in float64
+    (the verifier's calibration; submitted first, the longest tasks): the reached parameters in `segs`
+    order, per segment the first step whose digest differs from the record's (records with them), and
+    the float64 segments' reached parameters in their order."""
     from .record import sha256_file
 
     doc_sha = sha256_file(rec.path / "record.json")
     store = str(rec.store) if rec.store is not None else None
     [data_f] = client.scatter([data], broadcast=True)
-    futures = [
-        client.submit(replay_task, str(rec.path), doc_sha, data_f, j, "float32", threads, store, pure=False)
-        for j in segs
-    ]
-    out = client.gather(futures)
+
+    def submit(j: int, dtype: str) -> Any:
+        return client.submit(replay_task, str(rec.path), doc_sha, data_f, j, dtype, threads, store, pure=False)
+
+    f64 = [submit(j, "float64") for j in float64]
+    f32 = [submit(j, "float32") for j in segs]
+    out, out64 = client.gather(f32), client.gather(f64)
     firsts = {j: f for j, (_, f) in zip(segs, out, strict=True)} if rec.step_digests() is not None else {}
-    return [[t] for t, _ in out], firsts
+    return [[t] for t, _ in out], firsts, [[t] for t, _ in out64]

@@ -263,19 +263,19 @@ def check_replay(
     rest = np.setdiff1d(np.arange(nseg), chosen)
     rand = sorted(int(x) for x in rng.choice(rest, size=min(r, len(rest)), replace=False)) if r > 0 else []
     segs = sorted(set(chosen) | set(rand))
+    # calibration: the largest update (the first top-Q segment) replayed in float64 against float32
+    cal = [chosen[0]]
     if cluster is None:
         replay = Replayer(rec, data)
         reached = [replay(j) for j in segs]
         firsts = replay.first_mismatch
-    else:
+        replay64 = Replayer(rec, data, torch.float64)
+        cal_reached = [replay64(j) for j in cal]
+    else:  # the float64 replay is one more task there, shared out with the others
         from .parallel import replay_segments
 
-        reached, firsts = replay_segments(cluster[0], cluster[1], rec, data, segs)
+        reached, firsts, cal_reached = replay_segments(cluster[0], cluster[1], rec, data, segs, float64=cal)
     dist = _distances(rec, segs, reached, typical)
-    # calibration: the largest update (the first top-Q segment) replayed in float64 against float32
-    cal = [chosen[0]]
-    replay64 = Replayer(rec, data, torch.float64)
-    cal_reached = [replay64(j) for j in cal]
     cal_f32 = [reached[segs.index(j)] for j in cal]
     ts = trajectory_stats(cal_reached, mode="paired", other=cal_f32)
     starts = [[rec.flat_params(j)] for j in cal]
