@@ -93,10 +93,14 @@ def require(*modules: str, extra: str, what: str | None = None, load: bool = Tru
     """Import each of `modules` (packages of `extra`); MissingExtra naming the first one missing.
     load=False only looks for them (import specs: a command that imports them later, e.g. in a
     helper thread, still fails early and plainly when they are not installed)."""
+
+    def missing_extra(name: str) -> MissingExtra:
+        return MissingExtra(name, (extra,) if extra in extras_of(name) else extras_of(name), what)
+
     for module in modules:
         if not load:
             if not _installed(module):
-                raise MissingExtra(module, (extra,) if extra in extras_of(module) else extras_of(module), what)
+                raise missing_extra(module)
             continue
         try:
             importlib.import_module(module)
@@ -104,7 +108,7 @@ def require(*modules: str, extra: str, what: str | None = None, load: bool = Tru
             name = exc.name or module
             if _installed(name.partition(".")[0]) or not extras_of(name):
                 raise  # installed but broken, or missing a dependency of its own: its error says more
-            raise MissingExtra(name, (extra,) if extra in extras_of(name) else extras_of(name), what) from None
+            raise missing_extra(name) from None
 
 
 def status() -> dict[str, list[dict[str, Any]]]:

@@ -73,17 +73,22 @@ def _blake3() -> Any:
     return blake3.blake3()
 
 
+def _bytes_of(t: torch.Tensor) -> Any:
+    """A tensor's raw bytes as a uint8 array (a view of its memory when it is a contiguous CPU tensor;
+    b"" when empty): what the step digests and checkpoint files are made of."""
+    if not t.numel():
+        return b""
+    return t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
+
+
 def params_digest(model: torch.nn.Module) -> bytes:
     """16 bytes naming the model's parameters after a step: BLAKE3 (several GB/s) over each parameter's
     name and raw bytes, in sorted name order (what a per-step record keeps; replay compares it bit for
     bit). :class:`ParamsDigest` gives the same bytes for a model digested after every step."""
     h = _blake3()
     for n, p in sorted(model.named_parameters(), key=lambda x: x[0]):
-        t = p.detach()
-        if t.device.type != "cpu":
-            t = t.cpu()
         h.update(n.encode() + b"\0")
-        h.update(t.contiguous().view(-1).view(torch.uint8).numpy() if t.numel() else b"")
+        h.update(_bytes_of(p))
     return h.digest(length=16)
 
 
@@ -106,8 +111,7 @@ class ParamsDigest:
             t = p.detach()
             if t.device.type != "cpu" or not t.is_contiguous():
                 return None
-            view = t.view(-1).view(torch.uint8).numpy() if t.numel() else b""
-            plan.append((p, t.data_ptr(), t.numel(), n.encode() + b"\0", view))
+            plan.append((p, t.data_ptr(), t.numel(), n.encode() + b"\0", _bytes_of(t)))
         self._params = params
         return plan
 
@@ -253,19 +257,16 @@ def write_checkpoint(tmp: Path, step: int, tensors: dict[str, torch.Tensor], *, 
     if packed is not None:
         pieces.append(packed)
     else:
-        for n in names:
-            t = tensors[n].detach()
-            if t.numel():
-                pieces.append(t.cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        pieces += [_bytes_of(tensors[n]) for n in names if tensors[n].numel()]
     h = hashlib.sha256()
     total = 0
     with open(tmp / rel, "wb", buffering=0) as f:
         for piece in pieces:
             h.update(piece)
             view = memoryview(piece).cast("B")
+            total += len(view)
             while view:
                 view = view[f.write(view) :]
-            total += len(memoryview(piece).cast("B"))
         if fsync:
             os.fsync(f.fileno())
     return {"step": int(step), "file": rel, "bytes": total, "sha256": h.hexdigest()}
