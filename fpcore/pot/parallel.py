@@ -7,7 +7,7 @@ verification does, so the verdict is the serial one."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,14 @@ def replay_task(
     return reached, rp.first_mismatch.get(j)
 
 
-def replay_segments(
+def submit_segments(
     client: Any, threads: int | None, rec: Any, data: Any, segs: list[int], *, float64: Sequence[int] = ()
-) -> tuple[list[list[torch.Tensor]], dict[int, int | None], list[list[torch.Tensor]]]:
-    """Replay `segs` on the client's workers, one task per segment, and the segments `float64` in float64
-    (the verifier's calibration; submitted first, the longest tasks): the reached parameters in `segs`
-    order, per segment the first step whose digest differs from the record's (records with them), and
-    the float64 segments' reached parameters in their order."""
+) -> Callable[[], tuple[list[list[torch.Tensor]], dict[int, int | None], list[list[torch.Tensor]]]]:
+    """Start replaying `segs` on the client's workers, one task per segment, and the segments `float64` in
+    float64 (the verifier's calibration; submitted first, the longest tasks). Returns a function that waits
+    for them (the caller works meanwhile) and gives the reached parameters in `segs` order, per segment
+    the first step whose digest differs from the record's (records with them), and the float64 segments'
+    reached parameters in their order."""
     from .record import sha256_file
 
     doc_sha = sha256_file(rec.path / "record.json")
@@ -59,6 +60,10 @@ def replay_segments(
 
     f64 = [submit(j, "float64") for j in float64]
     f32 = [submit(j, "float32") for j in segs]
-    out, out64 = client.gather(f32), client.gather(f64)
-    firsts = {j: f for j, (_, f) in zip(segs, out, strict=True)} if rec.step_digests() is not None else {}
-    return [[t] for t, _ in out], firsts, [[t] for t, _ in out64]
+
+    def collect() -> tuple[list[list[torch.Tensor]], dict[int, int | None], list[list[torch.Tensor]]]:
+        out, out64 = client.gather(f32), client.gather(f64)
+        firsts = {j: f for j, (_, f) in zip(segs, out, strict=True)} if rec.step_digests() is not None else {}
+        return [[t] for t, _ in out], firsts, [[t] for t, _ in out64]
+
+    return collect

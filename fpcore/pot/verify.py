@@ -11,6 +11,7 @@ rest are skipped too: whatever the record proves, it is not about this model.
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Mapping
@@ -94,6 +95,16 @@ def check_integrity(rec: Record) -> CheckResult:
         bad = [m for m in METRICS if not isinstance(sizes.get(m), list) or len(sizes[m]) != nseg]
         if bad:
             problems.append(f"update sizes: {', '.join(bad)} must list one number per segment ({nseg})")
+        else:  # sizes are >= 0 and finite; cosine may be nan (a zero update has no direction)
+            bad = [
+                m
+                for m in METRICS
+                if not all(
+                    type(x) in (int, float) and (m == "cosine" or (math.isfinite(x) and x >= 0)) for x in sizes[m]
+                )
+            ]
+            if bad:
+                problems.append(f"update sizes: {', '.join(bad)} must be finite numbers >= 0 (cosine: numbers)")
     in_store = 0
     missing: list[int] = []
     prev = sha256_bytes(canonical(header_of(doc)))
@@ -195,15 +206,20 @@ def _size_mismatch(actual: float, claimed: float) -> bool:
     return not abs(actual - claimed) <= SIZE_RTOL * max(abs(actual), abs(claimed), 1e-30)
 
 
-def update_profile(rec: Record) -> dict[str, np.ndarray]:
-    """Update size of every segment (theta_j -> theta_j+1), all metrics from one trajectory_stats pass
-    over every checkpoint; for a light record (checkpoints in the prover's store) the sizes the record
-    commits to instead (no checkpoint fetched; check_replay checks the replayed segments' against their
-    checkpoints)."""
-    if rec.doc.get("update_sizes") is not None and not _all_local(rec):
-        return committed_sizes(rec)
+def checkpoint_profile(rec: Record) -> dict[str, np.ndarray]:
+    """Update size of every segment (theta_j -> theta_j+1) from the checkpoints themselves, all metrics
+    from one trajectory_stats pass over every checkpoint."""
     ts = trajectory_stats([[rec.flat_params(i)] for i in range(len(rec.entries))], mode="consecutive")
     return {"l1": ts.l1, "l2": ts.l2, "linf": ts.linf, "cosine": ts.cosine}
+
+
+def update_profile(rec: Record) -> dict[str, np.ndarray]:
+    """Update size of every segment: the sizes the record commits to, when it does (check_replay holds
+    them to the checkpoints: every segment's when the checkpoints are at hand, the replayed ones' for a
+    light record), else the checkpoints' own (checkpoint_profile)."""
+    if rec.doc.get("update_sizes") is not None:
+        return committed_sizes(rec)
+    return checkpoint_profile(rec)
 
 
 def top_q(profile: dict[str, np.ndarray], epochs: np.ndarray, q: int) -> list[int]:
@@ -249,7 +265,11 @@ def check_replay(
     forger who faked `forged_fraction` of the segments is missed with chance <= soundness; see
     soundness.py). `cluster`: (Dask client, threads per worker) to replay the segments there."""
     t0 = time.perf_counter()
+    # top-Q is chosen from the committed sizes where the record has them: the replays start without
+    # reading every checkpoint, and the committed sizes are held to the checkpoints below (a lie rejects)
     profile = update_profile(rec)
+    committed = rec.doc.get("update_sizes") is not None
+    check_all = committed and _all_local(rec)  # every segment's committed size against its checkpoints
     epochs = rec.segment_epochs()
     nseg = len(epochs)
     typical = {m: float(np.median(profile[m])) for m in ("l1", "l2", "linf")}
@@ -271,10 +291,13 @@ def check_replay(
         firsts = replay.first_mismatch
         replay64 = Replayer(rec, data, torch.float64)
         cal_reached = [replay64(j) for j in cal]
+        actual = checkpoint_profile(rec) if check_all else None
     else:  # the float64 replay is one more task there, shared out with the others
-        from .parallel import replay_segments
+        from .parallel import submit_segments
 
-        reached, firsts, cal_reached = replay_segments(cluster[0], cluster[1], rec, data, segs, float64=cal)
+        collect = submit_segments(cluster[0], cluster[1], rec, data, segs, float64=cal)
+        actual = checkpoint_profile(rec) if check_all else None  # while the workers replay
+        reached, firsts, cal_reached = collect()
     dist = _distances(rec, segs, reached, typical)
     cal_f32 = [reached[segs.index(j)] for j in cal]
     ts = trajectory_stats(cal_reached, mode="paired", other=cal_f32)
@@ -292,13 +315,12 @@ def check_replay(
     }
     delta = {m: max(CAL_FACTOR * noise[m], DELTA_FLOOR[m]) for m in METRICS}
     ratio = np.max(np.stack([dist[m] / delta[m] for m in METRICS]), axis=0)  # per segment, worst metric
-    # committed update sizes: each replayed segment's must be its checkpoints' (top-Q was chosen from them)
-    # (every segment's when the checkpoints are at hand, then the profile above is the checkpoints' own)
+    # committed update sizes (top-Q was chosen from them): each replayed segment's must be its checkpoints',
+    # and every segment's when the checkpoints are at hand
     lied: dict[int, str] = {}
-    if rec.doc.get("update_sizes") is not None:
-        claimed = committed_sizes(rec)
-        if _all_local(rec):
-            check, actual = list(range(nseg)), profile
+    if committed:
+        if actual is not None:
+            check = list(range(nseg))
         else:
             check = segs
             ts = trajectory_stats(
@@ -307,7 +329,7 @@ def check_replay(
             actual = {m: dict(zip(segs, getattr(ts, m), strict=True)) for m in METRICS}
         for j in check:
             for m in METRICS:
-                a, c = float(actual[m][j]), float(claimed[m][j])
+                a, c = float(actual[m][j]), float(profile[m][j])
                 if _size_mismatch(a, c):
                     lied[j] = f"claimed {m} {c:.6g}, its checkpoints give {a:.6g}"
                     break

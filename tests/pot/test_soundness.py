@@ -166,3 +166,25 @@ def test_committed_update_sizes_that_lie_are_caught(honest, tmp_path):
     res = check_replay(open_record(forged), train, q=1, r=0, seed=0)
     assert res.passed is False and j in res.figures["committed_sizes"]["mismatched"]
     assert f"segment {j}'s committed update size is not its checkpoints'" in res.reason
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -1.0, float("inf"), "0.5", True])
+def test_committed_update_sizes_that_are_not_sizes_fail_integrity(honest, tmp_path, bad):
+    """top-Q is chosen from the committed sizes before any checkpoint is read: a size that is not a finite
+    number >= 0 is a damaged record, named by integrity."""
+    from fpcore.pot.record import finish_record, recipe_of
+    from fpcore.pot.verify import check_integrity
+
+    path, _, _, _ = honest
+    forged = tmp_path / "forged"
+    shutil.copytree(path, forged)
+    rec = open_record(forged)
+    doc = dict(rec.doc)
+    sizes = {m: list(v) for m, v in doc["update_sizes"].items()}
+    sizes["l2"][3] = bad
+    entries = [{k: e[k] for k in ("step", "file", "bytes", "sha256")} for e in rec.entries]
+    finish_record(
+        forged, recipe_of(doc), entries, rec.batches(), doc["segment_seeds"], rec.step_digests(), update_sizes=sizes
+    )
+    res = check_integrity(open_record(forged))
+    assert res.passed is False and "update sizes: l2 must be finite numbers >= 0" in res.reason
