@@ -14,6 +14,8 @@ import hashlib
 import io
 import json
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,17 +126,109 @@ class ParamsDigest:
             or any(p.data_ptr() != ptr or p.numel() != numel for p, ptr, numel, _, _ in plan)
         )
 
-    def __call__(self) -> bytes:
+    def plan(self) -> list[tuple[torch.nn.Parameter, int, int, bytes, Any]] | None:
+        """(parameter, data_ptr, numel, name + NUL, byte view) in the digest's order, rebuilt on any change;
+        None when some parameter takes params_digest's path."""
         params = list(self.model.parameters())
         if self._stale(params):
             self._plan = self._build(params)
-        if self._plan is None:
+        return self._plan
+
+    def __call__(self) -> bytes:
+        plan = self.plan()
+        if plan is None:
             return params_digest(self.model)
         h = _blake3()
-        for _, _, _, name, view in self._plan:
+        for _, _, _, name, view in plan:
             h.update(name)
             h.update(view)
         return h.digest(length=16)
+
+
+def _digests16(bufs: list[np.ndarray]) -> list[bytes]:
+    out = []
+    for buf in bufs:
+        h = _blake3()
+        h.update(buf)
+        out.append(h.digest(length=16))
+    return out
+
+
+class StepDigests:
+    """The Recorder's digest of the parameters after every step (ParamsDigest's bytes), hashed on a helper
+    thread. At each call the training thread copies the parameters, each after its name as the digest
+    hashes them, into one buffer (a memcpy: tiny-lm's 0.53 MB); every BATCH calls a helper hashes the
+    buffers, one call each, which releases the GIL. Handing over a batch, not every step, keeps the
+    helper's GIL handoffs with the training thread rare. A model ParamsDigest cannot plan for is
+    digested on the training thread. Call after each step; results() gives the digests in step order."""
+
+    BATCH = 8  # buffers handed to the helper at once
+    IN_FLIGHT = 8  # batches being hashed at most; beyond, the training thread waits for the oldest
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self._sync = ParamsDigest(model)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fpcore-pot-digest")
+        self._free: list[tuple[tuple, np.ndarray, list[tuple[int, int]]]] = []  # hashed: (key, buffer, spans)
+        self._out: list[Any] = []  # per call: its digest, or (its batch's future, index in the batch)
+        self._batch: list[tuple[tuple, np.ndarray, list[tuple[int, int]]]] = []
+        self._batch_at: list[int] = []  # where the batch's calls are in _out
+        self._inflight: deque[Future] = deque()
+
+    def _slot(self, plan: list) -> tuple[tuple, np.ndarray, list[tuple[int, int]]]:
+        key = tuple((name, len(view)) for _, _, _, name, view in plan)
+        while self._free:
+            slot = self._free.pop()
+            if slot[0] == key:
+                return slot
+        buf = np.empty(sum(len(n) + size for n, size in key), dtype=np.uint8)
+        spans, off = [], 0
+        for n, size in key:
+            buf[off : off + len(n)] = np.frombuffer(n, dtype=np.uint8)
+            off += len(n)
+            spans.append((off, size))
+            off += size
+        return key, buf, spans
+
+    def __call__(self) -> None:
+        plan = self._sync.plan()
+        if plan is None:
+            self._out.append(self._sync())
+            return
+        slot = self._slot(plan)
+        buf = slot[1]
+        for (off, size), (_, _, _, _, view) in zip(slot[2], plan, strict=True):
+            if size:
+                buf[off : off + size] = view
+        self._batch.append(slot)
+        self._batch_at.append(len(self._out))
+        self._out.append(None)  # set when its batch is handed over
+        if len(self._batch) >= self.BATCH:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if not self._batch:
+            return
+        if len(self._inflight) >= self.IN_FLIGHT:
+            self._inflight.popleft().result()
+        slots, at, self._batch, self._batch_at = self._batch, self._batch_at, [], []
+        fut = self._pool.submit(_digests16, [s[1] for s in slots])
+        fut.add_done_callback(lambda _, ss=slots: self._free.extend(ss))  # hashed: the buffers are free
+        self._inflight.append(fut)
+        for k, i in enumerate(at):
+            self._out[i] = (fut, k)
+
+    def results(self) -> list[bytes]:
+        """Every call's 16-byte digest, in order (waits for the helper); the helper thread ends."""
+        try:
+            self._hand_over()
+            return [e if isinstance(e, bytes) else e[0].result()[e[1]] for e in self._out]
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._free.clear()
+        self._batch, self._batch_at = [], []
 
 
 def header_of(doc: dict) -> dict:
@@ -297,14 +391,15 @@ def write_record(
 class PackedState(dict):
     """A checkpoint's tensors (name -> tensor) that are views, in sorted-name order and back to back, of
     one uint8 `buffer`: the data section of its file, which write_checkpoint then writes and hashes
-    in one piece (each piece taken or given back is a GIL handoff with the training thread)."""
+    in one piece (each piece taken or given back is a GIL handoff with the training thread). `layout`:
+    (name, dtype, shape) of each tensor in that order (checkpoint_tensors refills a state of the same
+    layout in place)."""
 
     buffer: torch.Tensor
+    layout: tuple
 
 
-def checkpoint_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> PackedState:
-    """What replay needs at a checkpoint: param.<n>, buffer.<n>, optim.<n>.<state> (detached CPU copies,
-    packed into one buffer: PackedState)."""
+def _state_sources(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> dict[str, torch.Tensor]:
     src = {f"param.{n}": p for n, p in model.named_parameters()}
     src |= {f"buffer.{n}": b for n, b in model.named_buffers()}
     if opt is not None:
@@ -313,7 +408,23 @@ def checkpoint_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer | None
             for k, v in st.items():
                 if isinstance(v, torch.Tensor):  # moments, momentum buffers, and AdamW's step counter
                     src[f"optim.{names[id(p)]}.{k}"] = v
+    return src
+
+
+def checkpoint_tensors(
+    model: torch.nn.Module, opt: torch.optim.Optimizer | None, *, reuse: PackedState | None = None
+) -> PackedState:
+    """What replay needs at a checkpoint: param.<n>, buffer.<n>, optim.<n>.<state> (detached CPU copies,
+    packed into one buffer: PackedState). `reuse`: a PackedState nothing reads any more (the Recorder's,
+    once written); when its layout is this state's it is refilled and returned (fresh memory costs a page
+    fault per 4 KB: a 1.6 MB tiny-lm state took 1.7 ms to copy into new memory, 0.2 ms into reused)."""
+    src = _state_sources(model, opt)
     order = sorted(src)
+    layout = tuple((n, src[n].dtype, tuple(src[n].shape)) for n in order)
+    if reuse is not None and reuse.layout == layout:
+        for n in order:
+            reuse[n].copy_(src[n].detach())
+        return reuse
     total = sum(src[n].numel() * src[n].element_size() for n in order)
     buf = torch.empty(total, dtype=torch.uint8)
     out = PackedState()
@@ -326,6 +437,7 @@ def checkpoint_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer | None
         out[n] = view
         off += nbytes
     out.buffer = buf
+    out.layout = layout
     return out
 
 

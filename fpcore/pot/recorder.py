@@ -32,7 +32,7 @@ from fpcore.io.atomic import fsync_dir
 
 from .record import (
     UPDATE_METRICS,
-    ParamsDigest,
+    StepDigests,
     checkpoint_tensors,
     finish_record,
     make_header,
@@ -126,11 +126,11 @@ class Recorder:
         self._pending: list[Future] = []
         self._queued: list[tuple[int, dict[str, torch.Tensor]]] = []
         self._queued_bytes = 0
+        self._free: list = []  # written checkpoints' PackedStates, for the next copies
         self.buffer_bytes = int(buffer_bytes)
         self._batches: list[torch.Tensor] = []
         self._seeds: list[int] = []
-        self._digests: list[bytes] = []  # the parameters' digest after every step (16 bytes each)
-        self._digest = ParamsDigest(model)
+        self._digests = StepDigests(model)  # the parameters' digest after every step (16 bytes each)
         self._prev_flat: torch.Tensor | None = None
         self._sizes: dict[str, list[float]] = {m: [] for m in UPDATE_METRICS}
         self.steps = 0
@@ -146,7 +146,9 @@ class Recorder:
         self.generator.manual_seed(s)
 
     def _checkpoint(self) -> None:
-        tensors = checkpoint_tensors(self.model, self.optimizer)  # the only copy on the hot path
+        # the only copy on the hot path, into a written checkpoint's memory where one is free
+        reuse = self._free.pop() if self._free else None
+        tensors = checkpoint_tensors(self.model, self.optimizer, reuse=reuse)
         # the committed update size of the segment this checkpoint ends (the verifier picks top-Q from these)
         flat = torch.cat([tensors[k].float().flatten() for k in sorted(tensors) if k.startswith("param.")])
         if self._prev_flat is not None:
@@ -162,7 +164,9 @@ class Recorder:
     def _drain(self) -> None:
         """Hand the buffered snapshots to the writer threads."""
         for step, tensors in self._queued:
-            self._pending.append(self._pool.submit(write_checkpoint, self._tmp, step, tensors, fsync=True))
+            fut = self._pool.submit(write_checkpoint, self._tmp, step, tensors, fsync=True)
+            fut.add_done_callback(lambda _, t=tensors: self._free.append(t))  # written: its memory is free
+            self._pending.append(fut)
         self._queued, self._queued_bytes = [], 0
 
     def step(self, batch_indices) -> None:
@@ -176,7 +180,7 @@ class Recorder:
         if tuple(idx.shape) != (self.batch_size,):
             raise ValueError(f"Recorder.step: expected {self.batch_size} sample indices, got shape {tuple(idx.shape)}")
         self._batches.append(idx.to(torch.int64, copy=True))
-        self._digests.append(self._digest())
+        self._digests()
         self.steps += 1
         if self.steps % self.every == 0:
             self._checkpoint()
@@ -199,7 +203,9 @@ class Recorder:
             entries = [f.result() for f in self._pending]
         finally:
             self._pool.shutdown(wait=True)
+            self._free.clear()
         self._out.synced.update(self._tmp / e["file"] for e in entries)
+        digests = self._digests.results()
         batches = torch.stack(self._batches).numpy()
         if batches.min() < 0 or batches.max() >= len(self.dataset):
             self.abort()
@@ -210,7 +216,7 @@ class Recorder:
             entries,
             batches,
             self._seeds,
-            b"".join(self._digests),
+            b"".join(digests),
             wall_seconds=time.perf_counter() - self._t0,
             update_sizes=self._sizes,
         )
@@ -220,6 +226,7 @@ class Recorder:
 
     def abort(self) -> None:
         self._pool.shutdown(wait=True)
+        self._digests.close()
         self._out.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
     def __enter__(self) -> Recorder:

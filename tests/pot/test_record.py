@@ -222,6 +222,51 @@ def test_params_digest_cached_views_follow_every_change():
     check()
 
 
+@pytest.mark.parametrize(("batch", "in_flight"), [(1, 1), (3, 1), (8, 8)])
+def test_step_digests_hashed_off_thread_are_params_digest_at_each_call(monkeypatch, batch, in_flight):
+    """StepDigests (the Recorder's) copies the parameters at each call and hashes them on a helper thread:
+    each result is params_digest of the model as it was at that call, whatever changed after it (in-place
+    steps at once, moved memory, a replaced parameter, a non-contiguous one, a new module), with buffers
+    reused (in_flight=1: the training thread waits for each batch) or many in flight, batches of 1 or more
+    (a call hashed at once falls inside a batch)."""
+    from fpcore.pot.record import StepDigests, params_digest
+
+    monkeypatch.setattr(StepDigests, "IN_FLIGHT", in_flight)
+    monkeypatch.setattr(StepDigests, "BATCH", batch)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    d = StepDigests(model)
+    want = []
+
+    def call():
+        want.append(params_digest(model))
+        d()
+
+    for _ in range(20):
+        opt.zero_grad()
+        model(torch.randn(4, 6)).sum().backward()
+        opt.step()  # in place, right after the previous call's copy
+        call()
+    model[0].weight.data = model[0].weight.data.clone() * 2  # memory moved
+    call()
+    model[2].bias = torch.nn.Parameter(torch.ones(3))  # replaced
+    call()
+    model[2].weight.data = model[2].weight.data.t().contiguous().t()  # not contiguous: hashed at once
+    with torch.no_grad():
+        model[2].weight.mul_(3)
+    call()
+    model[2].weight.data = model[2].weight.data.contiguous()
+    model.add_module("extra", torch.nn.Linear(3, 2))  # another layout
+    call()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    call()
+    got = d.results()
+    assert got == want and len(set(want)) == len(want)
+
+
 def test_checkpoint_file_is_safetensors_with_its_sha256(tmp_path):
     """write_checkpoint streams the tensors' own memory: the file loads with the safetensors library,
     its SHA-256 and size are the entry's, and two writes of the same state are the same bytes."""
@@ -283,3 +328,33 @@ def test_packed_checkpoint_writes_the_same_bytes_as_its_tensors(tmp_path):
     with torch.no_grad():
         model[0].weight.add_(1.0)
     assert not torch.equal(packed["param.0.weight"], model[0].weight)  # copies, not the live tensors
+
+
+def test_checkpoint_tensors_refills_a_state_of_the_same_layout(tmp_path):
+    """The Recorder copies each checkpoint into a written one's memory: the refilled state is the same
+    object with the bytes a fresh copy gives; a state of another layout (AdamW's moments appear after its
+    first step) is never refilled."""
+    from fpcore.pot.record import checkpoint_tensors
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Linear(4, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    before = checkpoint_tensors(model, opt)  # no optimizer state yet
+
+    def step():
+        opt.zero_grad()
+        model(torch.randn(8, 5)).sum().backward()
+        opt.step()
+
+    step()
+    first = checkpoint_tensors(model, opt, reuse=before)
+    assert first is not before and any(k.startswith("optim.") for k in first)
+    old = first.buffer.clone()
+    step()
+    again = checkpoint_tensors(model, opt, reuse=first)
+    fresh = checkpoint_tensors(model, opt)
+    assert again is first and again.layout == fresh.layout
+    assert torch.equal(again.buffer, fresh.buffer) and not torch.equal(again.buffer, old)
+    lo, hi = again.buffer.data_ptr(), again.buffer.data_ptr() + again.buffer.numel()
+    for k, v in fresh.items():
+        assert torch.equal(again[k], v) and lo <= again[k].data_ptr() < hi  # still views of its one buffer
