@@ -529,8 +529,10 @@ class Record:
         parsed yet and its file stores the parameters as adjacent F32 tensors (as the Recorder writes them),
         the vector is cut straight out of the file's bytes; otherwise it is built from checkpoint(i)."""
         if i not in self._cache:
-            raw = self.raw(i)
-            flat = _adjacent_f32(raw, "param.")
+            if i not in self._raw and self.checkpoint_file(i) == self.path / self.entries[i]["file"]:
+                flat = _read_adjacent_f32(self.checkpoint_file(i), "param.")  # the parameters' bytes alone
+            else:  # read (or already read) whole: a store's file is hashed against the sealed record first
+                flat = _adjacent_f32(memoryview(self.raw(i)), "param.")
             if flat is not None:
                 return flat
         ck = self.checkpoint(i)
@@ -574,24 +576,54 @@ class Record:
         return np.asarray(self.steps[:-1]) // spe
 
 
-def _adjacent_f32(raw: bytes, prefix: str) -> torch.Tensor | None:
-    """The tensors named prefix* of a safetensors file as one float32 vector, when they are F32 and lie
+def _f32_span(header_len: int, header: bytes, prefix: str) -> tuple[int, int] | None:
+    """Where (file offsets) the tensors named prefix* of a safetensors file lie, when they are F32 and
     back to back in name order; None otherwise (or when the header does not parse)."""
     try:
-        n = int.from_bytes(raw[:8], "little")
-        header = json.loads(raw[8 : 8 + n])
-        names = sorted(k for k in header if k.startswith(prefix))
-        spans = [header[k]["data_offsets"] for k in names]
-        if not names or any(header[k]["dtype"] != "F32" for k in names):
+        meta = json.loads(header)
+        names = sorted(k for k in meta if k.startswith(prefix))
+        spans = [meta[k]["data_offsets"] for k in names]
+        if not names or any(meta[k]["dtype"] != "F32" for k in names):
             return None
         if any(a[1] != b[0] for a, b in zip(spans[:-1], spans[1:], strict=True)):
             return None
-        start, end = 8 + n + spans[0][0], 8 + n + spans[-1][1]
-        if end > len(raw) or (end - start) % 4:
-            return None
-    except (ValueError, KeyError, TypeError, IndexError):
+        start, end = 8 + header_len + int(spans[0][0]), 8 + header_len + int(spans[-1][1])
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
-    return torch.frombuffer(bytearray(raw[start:end]), dtype=torch.float32)
+    return (start, end) if end >= start and (end - start) % 4 == 0 else None
+
+
+def _adjacent_f32(raw: memoryview, prefix: str) -> torch.Tensor | None:
+    """The tensors named prefix* of a safetensors file's bytes as one float32 vector (a copy), when they
+    are F32 and lie back to back in name order; None otherwise."""
+    n = int.from_bytes(raw[:8], "little")
+    span = _f32_span(n, bytes(raw[8 : 8 + n]), prefix) if 8 + n <= len(raw) else None
+    if span is None or span[1] > len(raw):
+        return None
+    if span[0] == span[1]:
+        return torch.empty(0)
+    return torch.frombuffer(bytearray(raw[span[0] : span[1]]), dtype=torch.float32)
+
+
+def _read_adjacent_f32(path: Path, prefix: str) -> torch.Tensor | None:
+    """_adjacent_f32 of a file, reading its header and those tensors' bytes only (the Recorder's
+    checkpoints: a third of the file, read once into the vector's own memory)."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            n = int.from_bytes(f.read(8), "little")
+            size = os.fstat(f.fileno()).st_size
+            if n > size - 8:
+                return None
+            span = _f32_span(n, f.read(n), prefix)
+            if span is None or span[1] > size:
+                return None
+            buf = bytearray(span[1] - span[0])
+            f.seek(span[0])
+            if f.readinto(buf) != len(buf):
+                return None
+    except OSError:
+        return None  # checkpoint(i) names the entry
+    return torch.frombuffer(buf, dtype=torch.float32) if buf else torch.empty(0)
 
 
 def _require(doc: dict, path: Path) -> None:

@@ -177,15 +177,28 @@ def test_buffered_recorder_writes_at_finish(tmp_path, digits):
     assert [e["sha256"] for e in docs[0]["checkpoints"]] == [e["sha256"] for e in docs[1]["checkpoints"]]
 
 
-def test_flat_params_from_bytes_equal_the_parsed_checkpoint(honest):
+def test_flat_params_from_bytes_equal_the_parsed_checkpoint(honest, tmp_path):
+    """flat_params reads only the parameters' bytes of a file not read yet, cuts them out of a file read
+    whole (integrity reads every file), or builds them from the parsed checkpoint: the same vector."""
     rec = open_record(honest[0])
+    whole = open_record(honest[0])
     for i in (0, 3, len(rec.entries) - 1):
-        fast = rec.flat_params(i)  # cut from the file's bytes (not parsed yet)
-        assert i not in rec._cache
+        fast = rec.flat_params(i)  # the parameters' bytes alone (nothing read yet)
+        assert i not in rec._cache and i not in rec._raw
+        whole.raw(i)
+        cut = whole.flat_params(i)  # cut from the bytes read whole
+        assert i not in whole._cache
         ck = rec.checkpoint(i)
         ref = torch.cat([ck[k].flatten() for k in sorted(ck) if k.startswith("param.")])
-        assert fast.dtype == torch.float32 and torch.equal(fast, ref)
+        assert fast.dtype == torch.float32 and torch.equal(fast, ref) and torch.equal(cut, ref)
         assert torch.equal(rec.flat_params(i), ref)  # parsed now: built from checkpoint(i)
+    # a truncated checkpoint: flat_params does not cut a vector out of it; the entry is named
+    broken = tmp_path / "broken"
+    shutil.copytree(honest[0], broken)
+    f = broken / rec.entries[2]["file"]
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(RecordError, match="checkpoint entry 2 .*not a readable safetensors file"):
+        open_record(broken).flat_params(2)
 
 
 def test_params_digest_cached_views_follow_every_change():
