@@ -6,7 +6,9 @@
         rec.step(idx)
     rec.finish()
 
-On the hot path the Recorder only copies the state every k steps. The copies wait in memory until
+On the hot path the Recorder copies the parameters every step (their digest is taken on a helper thread:
+record.StepDigests) and the whole state every k steps, into the memory of checkpoints already written
+once there are some (no page faults). The state copies wait in memory until
 `buffer_bytes` (default 64 MB) of them are queued, and at finish(); then writer threads stream them to
 their files and to SHA-256 (the GIL released for every large piece; record.write_checkpoint) and fsync
 them (several writers, so their fsyncs overlap). With `buffer_bytes=0` each copy goes to the writers at

@@ -15,6 +15,7 @@ import math
 import secrets
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -286,12 +287,16 @@ def check_replay(
     # calibration: the largest update (the first top-Q segment) replayed in float64 against float32
     cal = [chosen[0]]
     if cluster is None:
-        replay = Replayer(rec, data)
-        reached = [replay(j) for j in segs]
-        firsts = replay.first_mismatch
-        replay64 = Replayer(rec, data, torch.float64)
-        cal_reached = [replay64(j) for j in cal]
-        actual = checkpoint_profile(rec) if check_all else None
+        # every checkpoint's update sizes are read and measured on a helper thread (file reads and the
+        # native pass release the GIL) while this one replays: 2.02 -> 1.97 s on a 384-segment tiny-lm record
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fpcore-pot-profile") as ex:
+            sizes = ex.submit(checkpoint_profile, rec) if check_all else None
+            replay = Replayer(rec, data)
+            reached = [replay(j) for j in segs]
+            firsts = replay.first_mismatch
+            replay64 = Replayer(rec, data, torch.float64)
+            cal_reached = [replay64(j) for j in cal]
+            actual = sizes.result() if sizes is not None else None
     else:  # the float64 replay is one more task there, shared out with the others
         from .parallel import submit_segments
 
