@@ -524,13 +524,15 @@ class Record:
                 raise RecordError(f"{self.entry_name(i)}: not a readable safetensors file ({exc})") from None
         return self._cache[i]
 
-    def flat_params(self, i: int) -> torch.Tensor:
+    def flat_params(self, i: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """Checkpoint i's parameters as one flat float32 vector, sorted by name. When the checkpoint is not
         parsed yet and its file stores the parameters as adjacent F32 tensors (as the Recorder writes them),
-        the vector is cut straight out of the file's bytes; otherwise it is built from checkpoint(i)."""
+        the vector is cut straight out of the file's bytes; otherwise it is built from checkpoint(i).
+        `out`: a float32 vector the file's bytes may be read into (when its size is theirs), instead of
+        new memory; the result is not always `out`."""
         if i not in self._cache:
             if i not in self._raw and self.checkpoint_file(i) == self.path / self.entries[i]["file"]:
-                flat = _read_adjacent_f32(self.checkpoint_file(i), "param.")  # the parameters' bytes alone
+                flat = _read_adjacent_f32(self.checkpoint_file(i), "param.", out)  # the parameters' bytes alone
             else:  # read (or already read) whole: a store's file is hashed against the sealed record first
                 flat = _adjacent_f32(memoryview(self.raw(i)), "param.")
             if flat is not None:
@@ -605,9 +607,10 @@ def _adjacent_f32(raw: memoryview, prefix: str) -> torch.Tensor | None:
     return torch.frombuffer(bytearray(raw[span[0] : span[1]]), dtype=torch.float32)
 
 
-def _read_adjacent_f32(path: Path, prefix: str) -> torch.Tensor | None:
+def _read_adjacent_f32(path: Path, prefix: str, out: torch.Tensor | None = None) -> torch.Tensor | None:
     """_adjacent_f32 of a file, reading its header and those tensors' bytes only (the Recorder's
-    checkpoints: a third of the file, read once into the vector's own memory)."""
+    checkpoints: a third of the file, read once into the vector's own memory: `out` when it is a
+    contiguous float32 CPU vector of their size, else new memory)."""
     try:
         with open(path, "rb", buffering=0) as f:
             n = int.from_bytes(f.read(8), "little")
@@ -617,13 +620,22 @@ def _read_adjacent_f32(path: Path, prefix: str) -> torch.Tensor | None:
             span = _f32_span(n, f.read(n), prefix)
             if span is None or span[1] > size:
                 return None
-            buf = bytearray(span[1] - span[0])
+            count = (span[1] - span[0]) // 4
+            ok = (
+                out is not None
+                and out.dtype == torch.float32
+                and out.device.type == "cpu"
+                and out.dim() == 1
+                and out.numel() == count
+                and out.is_contiguous()
+            )
+            vec = out if ok else torch.empty(count, dtype=torch.float32)
             f.seek(span[0])
-            if f.readinto(buf) != len(buf):
+            if count and f.readinto(vec.numpy().view(np.uint8)) != count * 4:
                 return None
     except OSError:
         return None  # checkpoint(i) names the entry
-    return torch.frombuffer(buf, dtype=torch.float32) if buf else torch.empty(0)
+    return vec
 
 
 def _require(doc: dict, path: Path) -> None:

@@ -192,6 +192,11 @@ def test_flat_params_from_bytes_equal_the_parsed_checkpoint(honest, tmp_path):
         ref = torch.cat([ck[k].flatten() for k in sorted(ck) if k.startswith("param.")])
         assert fast.dtype == torch.float32 and torch.equal(fast, ref) and torch.equal(cut, ref)
         assert torch.equal(rec.flat_params(i), ref)  # parsed now: built from checkpoint(i)
+        into = torch.full_like(ref, 7.0)
+        assert open_record(honest[0]).flat_params(i, out=into) is into and torch.equal(into, ref)
+        wrong = torch.zeros(ref.numel() + 1)
+        got = open_record(honest[0]).flat_params(i, out=wrong)  # not its size: new memory
+        assert got is not wrong and torch.equal(got, ref) and not wrong.any()
     # a truncated checkpoint: flat_params does not cut a vector out of it; the entry is named
     broken = tmp_path / "broken"
     shutil.copytree(honest[0], broken)

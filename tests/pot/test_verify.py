@@ -62,10 +62,18 @@ def test_replay_is_bit_exact_here(honest):
 
 
 def test_profile_and_distances_match_torch(honest):
-    """trajectory_stats figures (fpcore ops) against plain torch on the same checkpoints."""
+    """trajectory_stats figures (fpcore ops) against plain torch on the same checkpoints; the profile the
+    verifier measures from the checkpoints (in chunks of any size, vectors read into reused memory) is
+    the Recorder's committed one, bit for bit."""
+    from fpcore.pot.verify import checkpoint_profile
+
     path, _, train, _ = honest
     rec = open_record(path)
     prof = update_profile(rec)
+    for chunk in (1, 3, 32, 10_000):
+        got = checkpoint_profile(open_record(path), chunk=chunk)
+        for m in ("l1", "l2", "linf", "cosine"):
+            assert np.array_equal(got[m], np.asarray(rec.doc["update_sizes"][m])), (chunk, m)
     for i in (0, 5, len(rec.entries) - 2):
         a, b = flat(params(rec.checkpoint(i))), flat(params(rec.checkpoint(i + 1)))
         d = b - a
