@@ -1,8 +1,8 @@
 """Proof of training on the tiny-lm task (AdamW, dropout, warm-up + cosine, clipping): what recording
 costs, what the record weighs, and what verification costs, against training measured in the same run
-(group "pot-lm"). Torch on one thread. Each seed of FPCORE_BENCH_POT_LM_SEEDS (default 0,1,2) trains
-FPCORE_BENCH_POT_LM_EPOCHS epochs (default 3: 1,536 steps of 8 windows of 64 bytes, a checkpoint every 4
-steps: 384 segments).
+(group "pot-lm"). Torch and fpcore's native kernels on one thread, as `fpcore pot` runs them. Each seed
+of FPCORE_BENCH_POT_LM_SEEDS (default 0,1,2) trains FPCORE_BENCH_POT_LM_EPOCHS epochs (default 3: 1,536
+steps of 8 windows of 64 bytes, a checkpoint every 4 steps: 384 segments).
 
 - recorder overhead: train_task with and without the Recorder in A/B pairs of alternating order
   (FPCORE_BENCH_POT_LM_PAIRS per seed, default 3); extra_info recorder_overhead = median recorded /
@@ -31,6 +31,8 @@ import time
 import pytest
 import torch
 
+import fpcore
+
 pytest.importorskip("transformers")
 
 from fpcore.pot.record import open_record  # noqa: E402
@@ -47,7 +49,9 @@ RESULT: dict = {}
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
     """Per seed: PAIRS A/B pairs (plain, recorded) and the last recorded run's record."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # torch's and fpcore's threads as `fpcore pot` sets them (--threads 1)
+    if fpcore.HAS_NATIVE:
+        fpcore.set_num_threads(1)
     task = TinyLM({"epochs": EPOCHS})
     root = tmp_path_factory.mktemp("potlm")
     runs = {}

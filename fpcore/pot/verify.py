@@ -212,17 +212,22 @@ def checkpoint_profile(rec: Record, chunk: int = 32) -> dict[str, np.ndarray]:
     trajectory_stats passes over `chunk` consecutive pairs at a time (the Recorder's own measure, bit for
     bit), each chunk's parameter vectors read into the memory of the previous chunk's (a 384-segment
     tiny-lm record: 0.23 s reading all into new memory, most of it page faults)."""
+    from fpcore._stream import streaming_threads
+
     n = len(rec.entries)
     parts: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     prev = rec.flat_params(0)
     spare: list[torch.Tensor] = []
-    for i in range(1, n, chunk):
-        cur = [rec.flat_params(k, out=spare.pop() if spare else None) for k in range(i, min(n, i + chunk))]
-        ts = trajectory_stats([[v] for v in [prev, *cur[:-1]]], mode="paired", other=[[v] for v in cur])
-        for m in METRICS:
-            parts[m].append(np.asarray(getattr(ts, m), dtype=np.float64))
-        spare = [prev, *cur[:-1]]
-        prev = cur[-1]
+    # one native thread fewer: check_replay runs this while segments replay (a parallel region with a
+    # thread preempted by the replay stalls: 2.2 s instead of 0.1 s beside two busy Dask workers)
+    with streaming_threads():
+        for i in range(1, n, chunk):
+            cur = [rec.flat_params(k, out=spare.pop() if spare else None) for k in range(i, min(n, i + chunk))]
+            ts = trajectory_stats([[v] for v in [prev, *cur[:-1]]], mode="paired", other=[[v] for v in cur])
+            for m in METRICS:
+                parts[m].append(np.asarray(getattr(ts, m), dtype=np.float64))
+            spare = [prev, *cur[:-1]]
+            prev = cur[-1]
     return {m: np.concatenate(v) if v else np.empty(0) for m, v in parts.items()}
 
 
