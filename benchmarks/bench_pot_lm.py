@@ -10,15 +10,15 @@ steps of 8 windows of 64 bytes, a checkpoint every 4 steps: 384 segments).
 - record size: the record folder against a full-state-every-k record at the same k (the checkpoints'
   bytes alone); extra_info size_ratio, and light_size_ratio for the light record `pot split` leaves
   (sealed header, batches, step digests, committed update sizes; floor <= 0.10), bytes_per_step;
-- verification: check_replay of each seed's record with R chosen for a miss chance <= 1e-6 against a
-  forger who faked 50 % of the segments; verify_over_training = its seconds / that seed's plain training
+- verification: after each A/B pair, check_replay of the new record (opened afresh; other random segments
+  each round) with R chosen for a miss chance <= 1e-6 against a forger who faked 50 % of the segments;
+  verify_over_training per seed = median over its rounds of verification / that round's plain training
   (floor <= 0.10; the top-level figure is the worst seed), and the miss chance the same R gives against
   a 5 % forger. R is fixed by the soundness target, so this ratio falls as training grows: one epoch
   (128 segments) replays ~18 % of the steps;
-- scaling: the same check on an embedded LocalCluster of 1 and of 2 workers (started, and warmed by one
-  check, before timing); two_over_one per seed, and the worst (floor <= 0.6).
-Every timed check opens the record afresh and draws other random segments (seeds 11, 12, 13): no
-checkpoint read by an earlier round is reused.
+- scaling: an embedded LocalCluster of 1 worker and one of 2, both up (and warmed by one check) before
+  timing; FPCORE_BENCH_POT_LM_SCALING_ROUNDS (default 5) checks per seed alternate between them;
+  two_over_one per seed, and the worst (floor <= 0.6).
 """
 
 from __future__ import annotations
@@ -43,21 +43,34 @@ from fpcore.pot.verify import check_replay  # noqa: E402
 EPOCHS = int(os.environ.get("FPCORE_BENCH_POT_LM_EPOCHS", "3"))
 PAIRS = int(os.environ.get("FPCORE_BENCH_POT_LM_PAIRS", "3"))
 SEEDS = [int(x) for x in os.environ.get("FPCORE_BENCH_POT_LM_SEEDS", "0,1,2").split(",")]
+SCALING_ROUNDS = int(os.environ.get("FPCORE_BENCH_POT_LM_SCALING_ROUNDS", "5"))
 RESULT: dict = {}
+
+
+def _verify_once(path, data, seed: int, cluster=None) -> tuple[float, dict]:
+    """One check_replay of a freshly opened record (nothing read before is reused), its seconds and figures."""
+    rec = open_record(path)
+    t0 = time.perf_counter()
+    res = check_replay(rec, data, q=1, seed=seed, soundness=1e-6, cluster=cluster)
+    sec = time.perf_counter() - t0
+    assert res.passed
+    return sec, res.figures
 
 
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
-    """Per seed: PAIRS A/B pairs (plain, recorded) and the last recorded run's record."""
+    """Per seed: PAIRS rounds of (plain training, recorded training, in alternating order; then one serial
+    verification of the new record): the A/B pairs and the verification measured next to its training."""
     torch.set_num_threads(1)  # torch's and fpcore's threads as `fpcore pot` sets them (--threads 1)
     if fpcore.HAS_NATIVE:
         fpcore.set_num_threads(1)
     task = TinyLM({"epochs": EPOCHS})
+    data = task.load_data()
     root = tmp_path_factory.mktemp("potlm")
     runs = {}
     k = 0
     for seed in SEEDS:
-        pairs = []
+        pairs, verifies = [], []
         for _ in range(PAIRS):  # the order alternates: neither run always goes second
             folder = root / f"rec{seed}"
             if folder.exists():
@@ -68,12 +81,13 @@ def lm(tmp_path_factory):
             else:
                 path, m_rec, rec = train_task(folder, task, seed, every=4)
                 _, m_plain, plain = train_task(None, task, seed, record=False)
-            k += 1
             # the baseline is the same training: the recorded run ends at the same weights, bit for bit
             for (n, a), (_, b) in zip(m_plain.state_dict().items(), m_rec.state_dict().items(), strict=True):
                 assert torch.equal(a, b), n
             pairs.append((plain, rec))
-        runs[seed] = (path, pairs)
+            verifies.append(_verify_once(path, data, 11 + k))  # other random segments each round
+            k += 1
+        runs[seed] = (path, pairs, verifies)
     return task, runs
 
 
@@ -81,7 +95,7 @@ def lm(tmp_path_factory):
 def test_pot_lm_recorder_overhead_and_size(benchmark, lm):
     task, runs = lm
     benchmark.pedantic(lambda: None, rounds=1)  # the figures are the A/B pairs measured in the fixture
-    every = [pr for _, pairs in runs.values() for pr in pairs]
+    every = [pr for _, pairs, _ in runs.values() for pr in pairs]
     plain = statistics.median(p for p, _ in every)
     recd = statistics.median(r for _, r in every)
     path = runs[SEEDS[0]][0]
@@ -90,7 +104,7 @@ def test_pot_lm_recorder_overhead_and_size(benchmark, lm):
     total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     steps = int(rec.doc["steps"])
     per_seed = {}
-    for seed, (_, pairs) in runs.items():
+    for seed, (_, pairs, _) in runs.items():
         per_seed[str(seed)] = round(
             statistics.median(r for _, r in pairs) / statistics.median(p for p, _ in pairs) - 1, 4
         )
@@ -120,48 +134,45 @@ def test_pot_lm_recorder_overhead_and_size(benchmark, lm):
 
 @pytest.mark.benchmark(group="pot-lm")
 def test_pot_lm_verify_cost_and_scaling(benchmark, lm):
-    """Each seed's record: serial verification (3 rounds, median) against that seed's plain training, and
-    the same check on 1 and on 2 LocalCluster workers (warmed, then 3 rounds each, median)."""
+    """verify_over_training per seed: the median over its rounds of (serial verification / the plain
+    training of the same round). Scaling: an embedded LocalCluster of 1 worker and one of 2, both started
+    (and warmed by one check) before timing, then ROUNDS checks of each seed's record alternating between
+    them; two_over_one per seed = median 2-worker seconds / median 1-worker seconds."""
     task, runs = lm
     data = task.load_data()
     from fpcore._dask import cluster_client
 
     seeds: dict[str, dict] = {}
-    for seed, (path, pairs) in runs.items():
-        plain = statistics.median(p for p, _ in pairs)
-        ts = []
-        for k in range(3):  # a fresh record and other segments each round: nothing read before is reused
-            rec = open_record(path)
-            t0 = time.perf_counter()
-            res = check_replay(rec, data, q=1, seed=11 + k, soundness=1e-6)
-            ts.append(time.perf_counter() - t0)
-            assert res.passed
+    for seed, (_, pairs, verifies) in runs.items():
+        f = verifies[-1][1]
         seeds[str(seed)] = {
-            "plain_training_seconds": round(plain, 3),
-            "verify_seconds": round(statistics.median(ts), 3),
-            "verify_over_training": round(statistics.median(ts) / plain, 4),
-            "replayed_segments": res.figures["replayed"],
-            "replayed_steps": res.figures["replayed_steps"],
-            "calibration_steps": res.figures["calibration_steps"],
-            "r": res.figures["soundness"]["r"],
-            "miss_f50": res.figures["soundness"]["miss_f50"],
-            "miss_f05": res.figures["soundness"]["miss_f05"],
+            "plain_training_seconds": [round(p, 3) for p, _ in pairs],
+            "verify_seconds": [round(v, 3) for v, _ in verifies],
+            "verify_over_training": round(
+                statistics.median(v / p for (v, _), (p, _) in zip(verifies, pairs, strict=True)), 4
+            ),
+            "replayed_segments": f["replayed"],
+            "replayed_steps": f["replayed_steps"],
+            "calibration_steps": f["calibration_steps"],
+            "r": f["soundness"]["r"],
+            "miss_f50": f["soundness"]["miss_f50"],
+            "miss_f05": f["soundness"]["miss_f05"],
         }
-    for n in (1, 2):
-        with cluster_client(None, n) as (client, _, _, _, _):
-            for seed, (path, _) in runs.items():
-                # warm the workers (each builds its replayer once per record), then other segments each round
-                check_replay(open_record(path), data, q=1, seed=10, soundness=1e-6, cluster=(client, 1))
-                ts = []
-                for k in range(3):
-                    rec = open_record(path)
-                    t0 = time.perf_counter()
-                    r = check_replay(rec, data, q=1, seed=11 + k, soundness=1e-6, cluster=(client, 1))
-                    ts.append(time.perf_counter() - t0)
-                    assert r.passed
-                seeds[str(seed)][f"workers_{n}_seconds"] = round(statistics.median(ts), 3)
-    for f in seeds.values():
-        f["two_over_one"] = round(f["workers_2_seconds"] / f["workers_1_seconds"], 3)
+    with (
+        cluster_client(None, 1) as (one, _, _, _, _),
+        cluster_client(None, 2) as (two, _, _, _, _),
+    ):
+        for seed, (path, _, _) in runs.items():
+            walls: dict[int, list[float]] = {1: [], 2: []}
+            for client in (one, two):  # each worker builds its replayer once per record
+                _verify_once(path, data, 10, cluster=(client, 1))
+            for k in range(SCALING_ROUNDS):  # alternating order, other random segments each round
+                for n in (1, 2) if k % 2 == 0 else (2, 1):
+                    walls[n].append(_verify_once(path, data, 11 + k, cluster=(one if n == 1 else two, 1))[0])
+            f = seeds[str(seed)]
+            f["workers_1_seconds"] = round(statistics.median(walls[1]), 3)
+            f["workers_2_seconds"] = round(statistics.median(walls[2]), 3)
+            f["two_over_one"] = round(f["workers_2_seconds"] / f["workers_1_seconds"], 3)
     first = seeds[str(SEEDS[0])]
     benchmark.pedantic(lambda: None, rounds=1)  # the figures are the per-seed timings above
     benchmark.extra_info.update(
