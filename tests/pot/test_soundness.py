@@ -146,23 +146,34 @@ def test_a_light_record_verifies_from_the_store_and_refuses_a_wrong_checkpoint(h
         verify(light, train, checks=FAST, seed=4, soundness=1e-3, store=store)
 
 
+def _resealed_with_sizes(path, folder, edit) -> tuple:
+    """A copy of the record at `path` whose committed update sizes `edit(sizes)` changed, resealed as a
+    forger would (the header chained anew, the checkpoint entries kept); (its folder, the sizes)."""
+    from fpcore.pot.record import finish_record, recipe_of
+
+    shutil.copytree(path, folder)
+    rec = open_record(folder)
+    doc = dict(rec.doc)
+    sizes = {m: list(v) for m, v in doc["update_sizes"].items()}
+    edit(sizes)
+    entries = [{k: e[k] for k in ("step", "file", "bytes", "sha256")} for e in rec.entries]
+    finish_record(
+        folder, recipe_of(doc), entries, rec.batches(), doc["segment_seeds"], rec.step_digests(), update_sizes=sizes
+    )
+    return folder, sizes
+
+
 def test_committed_update_sizes_that_lie_are_caught(honest, tmp_path):
     """A record whose committed sizes hide its largest update from top-Q: with the checkpoints at hand every
     segment's size is checked; a light record checks the replayed ones."""
-    from fpcore.pot.record import finish_record, recipe_of
-
     path, _, train, _ = honest
-    forged = tmp_path / "forged"
-    shutil.copytree(path, forged)
-    rec = open_record(forged)
-    doc = dict(rec.doc)
-    sizes = {m: list(v) for m, v in doc["update_sizes"].items()}
-    j = int(max(range(len(sizes["l2"])), key=lambda i: sizes["l2"][i]))
-    sizes["l2"][j] *= 0.5
-    # reseal the header with the lie (as a forger would), keeping the checkpoint entries
-    header = recipe_of(doc)
-    entries = [{k: e[k] for k in ("step", "file", "bytes", "sha256")} for e in rec.entries]
-    finish_record(forged, header, entries, rec.batches(), doc["segment_seeds"], rec.step_digests(), update_sizes=sizes)
+    l2 = open_record(path).doc["update_sizes"]["l2"]
+    j = int(max(range(len(l2)), key=lambda i: l2[i]))
+
+    def halve(sizes):
+        sizes["l2"][j] *= 0.5
+
+    forged, _ = _resealed_with_sizes(path, tmp_path / "forged", halve)
     res = check_replay(open_record(forged), train, q=1, r=0, seed=0)
     assert res.passed is False and j in res.figures["committed_sizes"]["mismatched"]
     assert f"segment {j}'s committed update size is not its checkpoints'" in res.reason
@@ -172,19 +183,11 @@ def test_committed_update_sizes_that_lie_are_caught(honest, tmp_path):
 def test_committed_update_sizes_that_are_not_sizes_fail_integrity(honest, tmp_path, bad):
     """top-Q is chosen from the committed sizes before any checkpoint is read: a size that is not a finite
     number >= 0 is a damaged record, named by integrity."""
-    from fpcore.pot.record import finish_record, recipe_of
     from fpcore.pot.verify import check_integrity
 
-    path, _, _, _ = honest
-    forged = tmp_path / "forged"
-    shutil.copytree(path, forged)
-    rec = open_record(forged)
-    doc = dict(rec.doc)
-    sizes = {m: list(v) for m, v in doc["update_sizes"].items()}
-    sizes["l2"][3] = bad
-    entries = [{k: e[k] for k in ("step", "file", "bytes", "sha256")} for e in rec.entries]
-    finish_record(
-        forged, recipe_of(doc), entries, rec.batches(), doc["segment_seeds"], rec.step_digests(), update_sizes=sizes
-    )
+    def spoil(sizes):
+        sizes["l2"][3] = bad
+
+    forged, _ = _resealed_with_sizes(honest[0], tmp_path / "forged", spoil)
     res = check_integrity(open_record(forged))
     assert res.passed is False and "update sizes: l2 must be finite numbers >= 0" in res.reason
