@@ -32,6 +32,7 @@ class Replayer:
         self.gen = torch.Generator()
         self.names = [k.removeprefix("param.") for k in sorted(rec.checkpoint(0)) if k.startswith("param.")]
         self.digests = rec.step_digests() if dtype == torch.float32 else None  # the record's dtype: float32
+        self._digest = ParamsDigest(self.model)  # its plan is made once and follows any change itself
         self.first_mismatch: dict[int, int | None] = {}  # segment -> first step whose digest differs (None: all equal)
 
     def __call__(self, j: int) -> list[torch.Tensor]:
@@ -43,14 +44,13 @@ class Replayer:
         steps = self.rec.steps
         first = None
         w = STEP_DIGEST["bytes_per_step"]
-        digest = ParamsDigest(self.model)
         for s in range(steps[j], steps[j + 1]):
             if self.task is not None:
                 self.task.train_step(self.model, self.opt, self.data, self.batches[s], s, self.gen)
             else:
                 train_step(self.model, self.opt, self.data, self.batches[s], aug_std=self.aug, generator=self.gen)
             if self.digests is not None and first is None:
-                if digest() != self.digests[s * w : (s + 1) * w]:
+                if self._digest() != self.digests[s * w : (s + 1) * w]:
                     first = s
         if self.digests is not None:
             self.first_mismatch[j] = first
